@@ -1,0 +1,280 @@
+"""`edalle`: the command line. Subcommands: imagine, expand, models, worker, bot.
+
+Errors a user can fix (a bad prompt, missing weights, a bad ratio) print one short line on
+stderr and exit with status 2; nothing a user can fix ever prints a traceback. `--debug`
+shows tracebacks for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+USAGE_ERROR = 2
+
+
+class UserError(Exception):
+    """Raised for input problems; main() prints the message without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or not _is_user_error(exc):
+            raise
+        print(f'error: {exc}', file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from edalle.engine import RequestError
+    from edalle.weights import MissingWeights
+
+    user_errors: tuple[type[Exception], ...] = (UserError, RequestError, MissingWeights, FileNotFoundError)
+    try:
+        from edalle.text import PromptError
+
+        user_errors += (PromptError,)
+    except ImportError:
+        pass
+    try:
+        from edalle.expander.errors import ExpandError
+
+        user_errors += (ExpandError,)
+    except ImportError:
+        pass
+    return isinstance(exc, user_errors)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='edalle', description=__doc__.splitlines()[0])
+    parser.add_argument('--debug', action='store_true', help='show tracebacks and debug logs')
+    parser.add_argument(
+        '--data-dir', type=Path, default=None, help='models, database and images (default $EDALLE_DATA_DIR or ./data)'
+    )
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    imagine = commands.add_parser('imagine', help='draw ranked candidates for a prompt')
+    imagine.add_argument('prompt')
+    imagine.add_argument('--preset', default='mini', help='mini (default), mega or tiny (random weights, draws noise)')
+    imagine.add_argument('-n', type=int, default=9, help='number of candidates (1–16, default 9)')
+    imagine.add_argument('--seed', type=int, default=None, help='sampling seed (default: random, recorded)')
+    imagine.add_argument('--out', type=Path, default=None, help='output directory (default out/<time>-<prompt>)')
+    imagine.add_argument('--dtype', choices=('float32', 'bfloat16', 'float16'), default=None, help='DalleBart compute type')
+    imagine.set_defaults(handler=run_imagine)
+
+    _add_expand_parser(commands)
+    _add_models_parser(commands)
+    _add_worker_parser(commands)
+    _add_bot_parser(commands)
+    return parser
+
+
+# --------------------------------------------------------------------------- imagine
+
+
+def run_imagine(args: argparse.Namespace) -> int:
+    from edalle.engine import Engine, ImagineRequest, validate_imagine
+    from edalle.outputs import write_imagine_result
+
+    request = ImagineRequest(prompt=args.prompt, n=args.n, seed=args.seed)
+    validate_imagine(request)  # fail before loading models
+    out = args.out or Path('out') / f'{time.strftime("%Y%m%d-%H%M%S")}-{_slug(args.prompt)}'
+    started = time.perf_counter()
+    engine = Engine.load(args.preset, args.data_dir, dtype=args.dtype)
+    load_seconds = time.perf_counter() - started
+    with StageBars() as bars:
+        (result,) = engine.imagine([request], progress=bars.update)
+    result.timings['load'] = load_seconds
+    write_imagine_result(result, out, extra={'preset': args.preset, 'n': args.n})
+    if result.truncated:
+        print(f'note: the prompt had {result.token_count} tokens; only the first 64 were used.', file=sys.stderr)
+    best = result.candidates[0]
+    print(f'{out}: {len(result.candidates)} candidates, best CLIP score {best.score:.2f} (seed {best.seed})')
+    return 0
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')[:limit] or 'prompt'
+
+
+class StageBars:
+    """One tqdm bar per engine stage, on stderr; stages arrive as progress callbacks."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __enter__(self) -> StageBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+    def update(self, stage: str, done: int, total: int, preview: Any = None) -> None:
+        from tqdm import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True, dynamic_ncols=True)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+
+# --------------------------------------------------------------------------- expand
+
+
+def _add_expand_parser(commands: Any) -> None:
+    expand = commands.add_parser('expand', help='widen a picture to another aspect ratio (E-DALL-E)')
+    expand.add_argument('source', type=Path, help='an imagine manifest.json (or its directory) or an image file')
+    expand.add_argument('--index', type=int, default=1, help='which candidate of a manifest, 1 = best (default 1)')
+    expand.add_argument('--ratio', default='16:9', help='target ratio, e.g. 16:9, 9:16, 21:9, 4:3, 2:1 (default 16:9)')
+    expand.add_argument('--prompt', default=None, help='guidance text (default: the source job prompt)')
+    expand.add_argument('--steps', type=int, default=None, help='optimisation steps (default: the method default)')
+    expand.add_argument('--method', choices=('default', 'classic'), default='default')
+    expand.add_argument('--seed', type=int, default=None)
+    expand.add_argument('--preset', default='mini', help='models to use (mini, mega or tiny)')
+    expand.add_argument('--out', type=Path, required=True, help='output PNG file')
+    expand.set_defaults(handler=_run_expand)
+
+
+def _run_expand(args: argparse.Namespace) -> int:
+    try:
+        from edalle.expander.cli import run_expand
+    except ImportError as exc:
+        raise UserError('The expander is not installed in this build.') from exc
+    return run_expand(args, StageBars)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _add_models_parser(commands: Any) -> None:
+    models = commands.add_parser('models', help='download, import, verify and list model files')
+    verbs = models.add_subparsers(dest='verb', required=True, metavar='VERB')
+    download = verbs.add_parser('download', help='fetch a preset from the Hugging Face Hub (resumable)')
+    download.add_argument('--preset', default='mini')
+    download.set_defaults(handler=_models_download)
+    verify = verbs.add_parser('verify', help='check presence, hashes and shapes')
+    verify.add_argument('--preset', default='mini')
+    verify.add_argument('--quick', action='store_true', help='skip loading the weights to check shapes')
+    verify.set_defaults(handler=_models_verify)
+    imported = verbs.add_parser('import', help='take model files brought by hand')
+    imported.add_argument('directory', type=Path)
+    imported.add_argument('--preset', default='mini')
+    imported.set_defaults(handler=_models_import)
+    listing = verbs.add_parser('list', help='the presets and whether their files are here')
+    listing.set_defaults(handler=_models_list)
+
+
+def _models_download(args: argparse.Namespace) -> int:
+    from edalle.weights import data_dir_from_env, download
+
+    fetched = download(args.preset, data_dir_from_env(args.data_dir), log=lambda m: print(m, file=sys.stderr))
+    print(f'{args.preset}: {len(fetched)} file(s) fetched; run `edalle models verify --preset {args.preset}` to check them.')
+    return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from edalle.weights import data_dir_from_env, verify
+
+    checks = verify(args.preset, data_dir_from_env(args.data_dir), check_shapes=not args.quick)
+    for check in checks:
+        print(f'{"ok  " if check.ok else "FAIL"} {check.path}: {check.detail}')
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        print(f'{len(failed)} problem(s); re-run `edalle models download --preset {args.preset}` or import the files again.')
+        return 1
+    return 0
+
+
+def _models_import(args: argparse.Namespace) -> int:
+    from edalle.weights import data_dir_from_env, import_dir
+
+    report = import_dir(args.directory, args.preset, data_dir_from_env(args.data_dir))
+    for path in report.copied:
+        print(f'imported {path}')
+    if report.missing:
+        listed = ', '.join(str(p) for p in report.missing)
+        print(f'still missing for {args.preset}: {listed}', file=sys.stderr)
+        return 1
+    print(f'{args.preset}: complete.')
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from edalle.presets import PRESETS
+    from edalle.weights import data_dir_from_env, models_dir
+
+    root = models_dir(data_dir_from_env(args.data_dir))
+    for preset in PRESETS.values():
+        missing = preset.missing_files(root)
+        state = (
+            'generated on first use'
+            if preset.generated and missing
+            else ('ready' if not missing else f'{len(missing)} file(s) missing')
+        )
+        print(f'{preset.name:5} {state:24} {preset.description}')
+    return 0
+
+
+# --------------------------------------------------------------------------- worker and bot
+
+
+def _add_worker_parser(commands: Any) -> None:
+    worker = commands.add_parser('worker', help='run the GPU worker: claim jobs from the queue and run them')
+    try:
+        from edalle.worker.main import add_worker_arguments
+    except ImportError:
+        worker.set_defaults(handler=_missing('edalle.worker'))
+        return
+    add_worker_arguments(worker)
+    worker.set_defaults(handler=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from edalle.worker.main import run_worker
+
+    return int(run_worker(args) or 0)
+
+
+def _add_bot_parser(commands: Any) -> None:
+    bot = commands.add_parser('bot', help='run the Discord bot (and a supervised worker)')
+    try:
+        from bot.launcher import add_bot_arguments
+    except ImportError:
+        bot.set_defaults(handler=_missing('bot'))
+        return
+    add_bot_arguments(bot)
+    bot.set_defaults(handler=_run_bot)
+
+
+def _run_bot(args: argparse.Namespace) -> int:
+    from bot.launcher import run_bot
+
+    return int(run_bot(args) or 0)
+
+
+def _missing(module: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise UserError(f'{module} is not part of this build yet.')
+
+    return handler
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The engine the worker and the CLI call: load the models once, then imagine and expand.
+
+`Engine.imagine(requests)` is DALL·E mini end to end for a batch of prompts: normalise and
+tokenise each prompt, sample N image-token grids per prompt in one compiled JAX call, decode
+them with the VQGAN (torch) and rank them best-first by CLIP. The hand-off from JAX to torch
+is the integer token grid, cheap and framework-neutral.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from edalle.config import IMAGE_GRID_SIDE
+from edalle.presets import Preset, get_preset
+from edalle.weights import data_dir_from_env, ensure_tiny, models_dir, require
+
+if TYPE_CHECKING:
+    import torch
+
+    from edalle.models.clip import ClipModel
+    from edalle.models.vqgan import VQGAN
+    from edalle.text import TextTokenizer
+
+MAX_CANDIDATES = 16  # per prompt: a 3×3 grid needs 9; more is a waste of a shared GPU
+MAX_SEED = 2**31 - 1  # JAX PRNG seeds are int32-friendly; also what Discord users can type
+DECODE_CHUNK = 9  # VQGAN decodes at most this many 256×256 images at once (bounded memory)
+
+# progress(stage, done, total, preview): stages are 'encode', 'sample', 'decode', 'rank'
+# for imagine and 'expand' for expand; `preview` is an optional PIL image.
+Progress = Callable[[str, int, int, 'Image.Image | None'], None]
+
+
+class RequestError(ValueError):
+    """A request the engine refuses before doing any work; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class ImagineRequest:
+    prompt: str
+    n: int = 9
+    seed: int | None = None  # None: a random seed, recorded in the result
+
+
+@dataclass
+class Candidate:
+    index: int  # position in the ranking, 0 = best
+    image: Image.Image  # 256 × 256 RGB
+    tokens: np.ndarray  # (16, 16) int32 VQGAN codes
+    score: float  # 100 × cosine(image, prompt) under CLIP
+    seed: int  # sampling seed of this candidate alone: `--seed <seed> -n 1` redraws it
+
+
+@dataclass
+class ImagineResult:
+    prompt: str
+    normalized_prompt: str
+    truncated: bool  # the prompt had more than 64 BPE tokens and was cut
+    token_count: int
+    seed: int
+    candidates: list[Candidate]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, shared by the batch
+
+
+def _set_jax_defaults(data_dir: Path) -> None:
+    """Share the GPU with torch and keep compiled programs across runs.
+
+    Must run before JAX initialises a backend: JAX would otherwise grab 75 % of GPU memory
+    that the VQGAN and CLIP need, and recompile the decode loop at every start.
+    """
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+    import jax
+
+    if os.environ.get('EDALLE_JAX_CACHE', '1') != '0' and not jax.config.jax_compilation_cache_dir:
+        cache = data_dir / 'jax-cache'
+        cache.mkdir(parents=True, exist_ok=True)
+        jax.config.update('jax_compilation_cache_dir', str(cache))
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def load_tokenizer(preset: Preset, data_dir: Path) -> TextTokenizer:
+    from edalle.text import TextTokenizer
+
+    directory = preset.dalle.path(models_dir(data_dir))
+    frequencies = directory / 'enwiki-words-frequency.txt'
+    return TextTokenizer.from_dir(directory, word_frequencies=frequencies if frequencies.is_file() else None)
+
+
+def load_bart(preset: Preset, data_dir: Path) -> tuple[Any, Any]:
+    """(config, params) of the preset's DalleBart, read from its `config.json` + msgpack."""
+    from edalle.models import bart_checkpoint
+
+    directory = preset.dalle.path(models_dir(data_dir))
+    config = bart_checkpoint.load_config(directory)
+    return config, bart_checkpoint.load_params(directory / 'flax_model.msgpack', config)
+
+
+def load_vqgan_for(preset: Preset, data_dir: Path, device: str = 'cpu') -> VQGAN:
+    from edalle.models.vqgan_checkpoint import load_vqgan
+
+    return load_vqgan(preset.vqgan_files.path(models_dir(data_dir)), device=device)
+
+
+def load_clip(preset: Preset, data_dir: Path, device: str = 'cpu') -> ClipModel:
+    from dataclasses import replace
+
+    from edalle.models.clip import ClipModel
+
+    directory = preset.clip_files.path(models_dir(data_dir))
+    if preset.generated:
+        return ClipModel.load_tiny(directory / 'model.safetensors', device=device)
+    weights = directory / preset.clip_files.files[0].filename
+    return ClipModel.load(replace(preset.clip, pretrained=str(weights)), device=device)
+
+
+class Engine:
+    """Models loaded once; `imagine` and `expand` run on them many times."""
+
+    def __init__(
+        self,
+        preset: Preset,
+        data_dir: Path,
+        tokenizer: TextTokenizer,
+        bart_config: Any,
+        bart_params: Any,
+        vqgan: VQGAN,
+        clip: ClipModel,
+        device: str,
+        dtype: str,
+    ) -> None:
+        self.preset = preset
+        self.data_dir = data_dir
+        self.tokenizer = tokenizer
+        self.bart_config = bart_config
+        self.bart_params = bart_params
+        self.vqgan = vqgan
+        self.clip = clip
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def load(
+        cls,
+        preset: str = 'mini',
+        data_dir: str | Path | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> Engine:
+        """Load every model of a preset. `tiny` is generated on first use; others must be on disk.
+
+        `dtype` is the DalleBart compute type: 'float32' (default on CPU), 'bfloat16' (default
+        on GPU) or 'float16'.
+        """
+        chosen = get_preset(preset)
+        root = data_dir_from_env(data_dir)
+        if chosen.generated:
+            ensure_tiny(root)
+        require(chosen, root)
+        _set_jax_defaults(root)
+        import torch
+
+        device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+        dtype = dtype or ('float32' if device == 'cpu' else 'bfloat16')
+        tokenizer = load_tokenizer(chosen, root)
+        bart_config, bart_params = load_bart(chosen, root)
+        vqgan = load_vqgan_for(chosen, root, device)
+        clip = load_clip(chosen, root, device)
+        return cls(chosen, root, tokenizer, bart_config, bart_params, vqgan, clip, device, dtype)
+
+    # ----------------------------------------------------------------------- imagine
+
+    def imagine(self, requests: list[ImagineRequest], progress: Progress | None = None) -> list[ImagineResult]:
+        """N ranked candidates for each of M prompts. Prompts with the same N share one sampling call."""
+        report = progress or (lambda stage, done, total, preview=None: None)
+        for request in requests:
+            validate_imagine(request)
+        timings: dict[str, float] = {}
+
+        started = time.perf_counter()
+        prompts = [self.tokenizer.encode_prompt(r.prompt) for r in requests]
+        seeds = [r.seed if r.seed is not None else random.randint(0, MAX_SEED - MAX_CANDIDATES) for r in requests]
+        timings['text'] = time.perf_counter() - started
+        report('encode', len(requests), len(requests), None)
+
+        started = time.perf_counter()
+        tokens_by_request = self._sample(prompts, seeds, [r.n for r in requests], report)
+        timings['sample'] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        all_tokens = np.concatenate([t.reshape(-1, IMAGE_GRID_SIDE, IMAGE_GRID_SIDE) for t in tokens_by_request])
+        pixels = self._decode(all_tokens, report)
+        timings['decode'] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        results = []
+        offset = 0
+        for i, (request, prompt, seed) in enumerate(zip(requests, prompts, seeds, strict=True)):
+            batch = pixels[offset : offset + request.n]
+            scores = self.clip.score(batch, prompt.normalized.strip() or request.prompt).cpu().numpy()
+            order = np.argsort(-scores, kind='stable')
+            images = images_from_pixels(batch)
+            candidates = [
+                Candidate(
+                    index=rank,
+                    image=images[j],
+                    tokens=all_tokens[offset + j].astype(np.int32),
+                    score=float(scores[j]),
+                    seed=seed + int(j),
+                )
+                for rank, j in enumerate(order)
+            ]
+            offset += request.n
+            results.append(
+                ImagineResult(
+                    prompt=request.prompt,
+                    normalized_prompt=prompt.normalized,
+                    truncated=prompt.encoded.truncated,
+                    token_count=prompt.encoded.token_count,
+                    seed=seed,
+                    candidates=candidates,
+                    timings=timings,
+                )
+            )
+            report('rank', i + 1, len(requests), None)
+        timings['rank'] = time.perf_counter() - started
+        return results
+
+    def _sample(self, prompts: list[Any], seeds: list[int], counts: list[int], report: Progress) -> list[np.ndarray]:
+        """Token grids per request, (n, 256) each. Requests with equal n go in one compiled call."""
+        from edalle.models.sampling import SamplingSettings, generate_image_tokens
+
+        out: list[np.ndarray | None] = [None] * len(prompts)
+        for n in sorted(set(counts)):
+            members = [i for i, c in enumerate(counts) if c == n]
+            text_ids = np.stack([prompts[i].encoded.ids for i in members])
+            text_mask = np.stack([prompts[i].encoded.attention_mask for i in members])
+            uncond = prompts[members[0]].unconditional
+            candidate_seeds = np.array([[seeds[i] + j for j in range(n)] for i in members], dtype=np.int64)
+            tokens = generate_image_tokens(
+                self.bart_params,
+                self.bart_config,
+                text_ids,
+                text_mask,
+                uncond.ids,
+                uncond.attention_mask,
+                candidate_seeds,
+                n,
+                SamplingSettings(),
+                dtype=self.dtype,
+                codebook_size=self.vqgan.codebook.shape[0],
+                progress=lambda done, total: report('sample', done, total, None),
+            )
+            for row, i in enumerate(members):
+                out[i] = np.asarray(tokens[row])
+        return [t for t in out if t is not None]
+
+    def _decode(self, tokens: np.ndarray, report: Progress) -> torch.Tensor:
+        """(B, 16, 16) codes → (B, 3, 256, 256) pixels in [0, 1], in chunks of DECODE_CHUNK."""
+        import torch
+
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(tokens), DECODE_CHUNK):
+                codes = torch.from_numpy(tokens[start : start + DECODE_CHUNK].astype(np.int64)).to(self.device)
+                chunks.append(self.vqgan.decode_tokens(codes).float())
+                report('decode', min(start + DECODE_CHUNK, len(tokens)), len(tokens), None)
+        return torch.cat(chunks)
+
+
+def validate_imagine(request: ImagineRequest) -> None:
+    if not request.prompt or not request.prompt.strip():
+        raise RequestError('The prompt is empty: describe the picture, e.g. `a lighthouse in a storm, oil painting`.')
+    if not 1 <= request.n <= MAX_CANDIDATES:
+        raise RequestError(f'The number of candidates must be between 1 and {MAX_CANDIDATES} (got {request.n}).')
+    if request.seed is not None and not 0 <= request.seed <= MAX_SEED - MAX_CANDIDATES:
+        raise RequestError(f'The seed must be a whole number from 0 to {MAX_SEED - MAX_CANDIDATES} (got {request.seed}).')
+
+
+def images_from_pixels(pixels: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [0, 1] → PIL RGB images, rounding to the nearest 8-bit value."""
+    import torch
+
+    array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a, 'RGB') for a in array]
+
+
+__all__ = [
+    'Candidate',
+    'Engine',
+    'ImagineRequest',
+    'ImagineResult',
+    'RequestError',
+    'validate_imagine',
+]

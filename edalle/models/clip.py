@@ -1,0 +1,150 @@
+"""CLIP through open_clip: ranks candidates against their prompt and guides the expander.
+
+The score is DALL·E mini's reranking score, `100 × cosine(image, prompt)` (what
+`logits_per_image` holds before the softmax). Images enter as float tensors in [0, 1] so the
+expander can backpropagate through `encode_images`; resizing and normalisation happen here
+and nowhere else.
+
+Two ways in:
+- `ClipModel.load(config)`: an open_clip model by name, with `pretrained='openai'` (open_clip
+  fetches it; needs the hub) or a local checkpoint file (`edalle models download` puts one in
+  the data directory).
+- `ClipModel.load_tiny(path)`: the `tiny` preset's small CLIP of the same architecture with
+  seeded random weights, for tests and trying the plumbing without downloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from edalle.config import ClipConfig
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The tiny preset's CLIP: ViT-B-32's shape (patch 32, 224 px, the 49408-token BPE vocabulary
+# that open_clip's bundled tokenizer produces), two layers of width 64 in each tower.
+TINY_CLIP_CFG: dict[str, Any] = {
+    'embed_dim': 64,
+    'vision_cfg': {'image_size': 224, 'layers': 2, 'width': 64, 'patch_size': 32, 'head_width': 32},
+    'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': 64, 'heads': 2, 'layers': 2},
+    'quick_gelu': True,
+}
+
+
+@dataclass
+class ClipModel:
+    """An open_clip model with its tokenizer and input geometry, in eval mode, frozen."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    image_size: int
+    mean: torch.Tensor  # (1, 3, 1, 1)
+    std: torch.Tensor  # (1, 3, 1, 1)
+    name: str
+
+    @classmethod
+    def load(cls, config: ClipConfig, *, device: str | torch.device = 'cpu') -> ClipModel:
+        """Build `config.model_name` with its pretrained weights (a tag or a local file)."""
+        pretrained = config.pretrained
+        is_file = Path(pretrained).suffix in {'.pt', '.bin', '.safetensors', '.pth'}
+        if is_file and not Path(pretrained).is_file():
+            raise FileNotFoundError(f'CLIP weights not found: {pretrained}')
+        # OpenAI's weights were trained with QuickGELU; open_clip's plain ViT-B-32 uses GELU.
+        quick_gelu = pretrained == 'openai' or 'openai' in Path(pretrained).name
+        model = open_clip.create_model(
+            config.model_name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu, require_pretrained=True
+        )
+        return cls._wrap(model, open_clip.get_tokenizer(config.model_name), config.model_name, device)
+
+    @classmethod
+    def build_tiny(cls, seed: int, *, device: str | torch.device = 'cpu') -> ClipModel:
+        """The tiny architecture with seeded random weights (made locally, no download)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.CLIP(**TINY_CLIP_CFG)
+        return cls._wrap(model.to(device), open_clip.get_tokenizer('ViT-B-32'), 'tiny', device)
+
+    @classmethod
+    def load_tiny(cls, path: str | Path, *, device: str | torch.device = 'cpu') -> ClipModel:
+        model = open_clip.CLIP(**TINY_CLIP_CFG)
+        model.load_state_dict(load_state_dict(path))
+        return cls._wrap(model.to(device), open_clip.get_tokenizer('ViT-B-32'), 'tiny', device)
+
+    @classmethod
+    def _wrap(cls, model: torch.nn.Module, tokenizer: Any, name: str, device: str | torch.device) -> ClipModel:
+        model.eval().requires_grad_(False)
+        size = model.visual.image_size
+        image_size = size[0] if isinstance(size, tuple | list) else int(size)
+        mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
+        return cls(model, tokenizer, image_size, mean, std, name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings, (P, D). CLIP truncates at 77 tokens."""
+        tokens = self.tokenizer(prompts).to(self.device)
+        with torch.no_grad():
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def normalize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] → CLIP's input statistics. Size must already be `image_size`."""
+        return (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings, (B, D), differentiable w.r.t. `pixels` (B, 3, H, W) in [0, 1].
+
+        Non-square inputs are resized on their short side and centre-cropped, as open_clip's
+        own preprocessing does; candidates are square, so they are only resized.
+        """
+        x = fit_square(pixels, self.image_size)
+        return F.normalize(self.model.encode_image(self.normalize_pixels(x)).float(), dim=-1)
+
+    def score(self, pixels: torch.Tensor, prompt: str) -> torch.Tensor:
+        """100 × cosine between each image and the prompt: (B,) float32."""
+        text = self.encode_text([prompt])  # (1, D)
+        with torch.no_grad():
+            images = self.encode_images(pixels.to(self.device))  # (B, D)
+        return 100.0 * (images @ text.T).squeeze(1)
+
+
+def fit_square(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the short side to `size` (bicubic, antialiased) and centre-crop to size × size."""
+    h, w = pixels.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+        pixels = F.interpolate(pixels, size=new_hw, mode='bicubic', align_corners=False, antialias=True)
+        top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+        pixels = pixels[..., top : top + size, left : left + size]
+    return pixels
+
+
+def pixels_from_images(images: list[Image.Image]) -> torch.Tensor:
+    """PIL RGB images of one size → (B, 3, H, W) float32 in [0, 1]."""
+    import numpy as np
+
+    arrays = np.stack([np.asarray(image.convert('RGB'), dtype=np.float32) for image in images])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).div_(255.0)
+
+
+def save_state_dict(model: torch.nn.Module, path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))

@@ -1,0 +1,296 @@
+"""Where model files live, and how they get there: download, import by hand, verify, generate.
+
+Layout: `<data dir>/models/<component directory>/<files>` as `edalle.presets` names them,
+plus one `edalle-manifest.json` per component directory recording each file's size and
+SHA-256 as it arrived (from the hub's own LFS hash when downloaded), so `verify` can tell a
+truncated or swapped file from a good one without the network.
+
+Nothing here runs at import time and nothing is fetched unless asked: offline and without
+weights, loading fails with `MissingWeights`, whose message names the missing files and the
+command that fetches or imports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edalle.presets import Component, Preset, get_preset
+
+MANIFEST = 'edalle-manifest.json'
+TINY_SEED = 20220710  # E-DALL-E's release date: any fixed number makes the tiny preset reproducible
+
+
+class MissingWeights(FileNotFoundError):
+    """Model files are not in the data directory."""
+
+    def __init__(self, preset: Preset, missing: list[Path]) -> None:
+        self.preset = preset
+        self.missing = missing
+        listed = '\n'.join(f'  - {p}' for p in missing)
+        super().__init__(
+            f"The '{preset.name}' model files are missing:\n{listed}\n"
+            f'Fetch them with `edalle models download --preset {preset.name}` (needs internet access to the '
+            f'Hugging Face Hub), or bring them by hand and run `edalle models import DIR --preset {preset.name}`. '
+            'Try `--preset tiny` to run without any downloads (it draws noise).'
+        )
+
+
+def data_dir_from_env(explicit: str | Path | None = None) -> Path:
+    """The data directory: an explicit path, else `$EDALLE_DATA_DIR`, else `./data`."""
+    return Path(explicit or os.environ.get('EDALLE_DATA_DIR') or 'data')
+
+
+def models_dir(data_dir: Path) -> Path:
+    return data_dir / 'models'
+
+
+def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open('rb') as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path) -> dict[str, dict]:
+    path = directory / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record_in_manifest(directory: Path, filename: str, sha256: str, source: str) -> None:
+    manifest = read_manifest(directory)
+    manifest[filename] = {'sha256': sha256, 'size': (directory / filename).stat().st_size, 'source': source}
+    tmp = directory / (MANIFEST + '.tmp')
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    tmp.replace(directory / MANIFEST)
+
+
+def require(preset: Preset, data_dir: Path) -> None:
+    """Raise `MissingWeights` unless every required file of the preset is present."""
+    missing = preset.missing_files(models_dir(data_dir))
+    if missing:
+        raise MissingWeights(preset, missing)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download(preset_name: str, data_dir: Path, *, log: Callable[[str], None] = print) -> list[Path]:
+    """Fetch every file of a preset from the Hugging Face Hub into the data directory.
+
+    `hf_hub_download` resumes partial files and draws its own progress bars. Each file is
+    checked against the hub's SHA-256 (the LFS object id) before it is recorded.
+    """
+    preset = get_preset(preset_name)
+    if preset.generated:
+        ensure_tiny(data_dir)
+        return []
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    fetched: list[Path] = []
+    for component in preset.components:
+        target = component.path(models_dir(data_dir))
+        target.mkdir(parents=True, exist_ok=True)
+        for hub_file in component.files:
+            local = target / hub_file.filename
+            if local.is_file() and read_manifest(target).get(hub_file.filename):
+                log(f'already here: {local}')
+                continue
+            log(f'fetching {hub_file.repo_id}/{hub_file.filename}')
+            try:
+                hf_hub_download(hub_file.repo_id, hub_file.filename, revision=hub_file.revision, local_dir=target)
+            except Exception as exc:  # the hub's errors are many; the user needs to know which file and why
+                if not hub_file.required:
+                    log(f'skipped optional {hub_file.filename}: {exc.__class__.__name__}')
+                    continue
+                raise RuntimeError(f'Could not fetch {hub_file.repo_id}/{hub_file.filename}: {exc}') from exc
+            actual = sha256_of(local)
+            expected = _hub_sha256(api, hub_file.repo_id, hub_file.filename, hub_file.revision)
+            if expected and expected != actual:
+                local.unlink()
+                raise RuntimeError(f'{local.name} arrived corrupted (sha256 {actual[:12]}… ≠ {expected[:12]}…); run again.')
+            record_in_manifest(target, hub_file.filename, actual, f'hub:{hub_file.repo_id}@{hub_file.revision or "main"}')
+            fetched.append(local)
+    return fetched
+
+
+def _hub_sha256(api: object, repo_id: str, filename: str, revision: str | None) -> str | None:
+    """The hub's SHA-256 for an LFS file, or None for small git-stored files."""
+    try:
+        infos = api.get_paths_info(repo_id, [filename], revision=revision)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    lfs = getattr(infos[0], 'lfs', None) if infos else None
+    return getattr(lfs, 'sha256', None)
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    copied: list[Path]
+    missing: list[Path]
+
+
+def import_dir(source: Path, preset_name: str, data_dir: Path) -> ImportReport:
+    """Copy hand-brought files for a preset from `source` (searched recursively) into place.
+
+    `flax_model.msgpack` and `config.json` exist for both DalleBart and the VQGAN, so each
+    directory is classified by its `config.json`: a DalleBart config has `d_model`, a VQGAN
+    config has `ch_mult`. A taming `last.ckpt` counts as the VQGAN, and open_clip's
+    `open_clip_model.safetensors` (or `open_clip_pytorch_model.bin`) as CLIP.
+    """
+    preset = get_preset(preset_name)
+    if not source.is_dir():
+        raise FileNotFoundError(f'{source} is not a directory.')
+    root = models_dir(data_dir)
+    copied: list[Path] = []
+    for directory in sorted({p.parent for p in source.rglob('*') if p.is_file()}):
+        component = _classify(directory, preset)
+        if component is None:
+            continue
+        target = component.path(root)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _importable_names(component):
+            src = directory / name
+            if src.is_file():
+                shutil.copyfile(src, target / name)
+                record_in_manifest(target, name, sha256_of(target / name), f'import:{src}')
+                copied.append(target / name)
+    return ImportReport(copied, preset.missing_files(root))
+
+
+def _importable_names(component: Component) -> list[str]:
+    names = [f.filename for f in component.files]
+    if component.kind == 'vqgan':
+        names += ['last.ckpt', 'model.yaml', 'model.safetensors']
+    if component.kind == 'clip':
+        names += ['open_clip_pytorch_model.bin']
+    return names
+
+
+def _classify(directory: Path, preset: Preset) -> Component | None:
+    config = directory / 'config.json'
+    if config.is_file():
+        try:
+            keys = json.loads(config.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if 'd_model' in keys:
+            return preset.dalle
+        if 'ch_mult' in keys:
+            return preset.vqgan_files
+    if (directory / 'last.ckpt').is_file():
+        return preset.vqgan_files
+    if any((directory / n).is_file() for n in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')):
+        return preset.clip_files
+    return None
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Check:
+    path: Path
+    ok: bool
+    detail: str
+
+
+def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True) -> list[Check]:
+    """Check presence, recorded hashes and (optionally) tensor shapes of a preset's files."""
+    preset = get_preset(preset_name)
+    root = models_dir(data_dir)
+    checks: list[Check] = []
+    for component in preset.components:
+        directory = component.path(root)
+        manifest = read_manifest(directory)
+        for hub_file in component.files:
+            path = directory / hub_file.filename
+            if not path.is_file():
+                if hub_file.required:
+                    checks.append(Check(path, False, 'missing'))
+                continue
+            recorded = manifest.get(hub_file.filename)
+            if recorded is None:
+                checks.append(Check(path, True, 'present (no recorded hash: generated or copied by hand)'))
+            elif sha256_of(path) != recorded['sha256']:
+                checks.append(Check(path, False, f'hash differs from the one recorded at {recorded["source"]}'))
+            else:
+                checks.append(Check(path, True, f'sha256 {recorded["sha256"][:12]}… matches'))
+    if check_shapes and all(c.ok for c in checks):
+        checks.extend(_shape_checks(preset, data_dir))
+    return checks
+
+
+def _shape_checks(preset: Preset, data_dir: Path) -> list[Check]:
+    """Load each network's weights against its config; loaders raise on any shape mismatch."""
+    from edalle.engine import load_bart, load_clip, load_vqgan_for
+
+    root = models_dir(data_dir)
+    checks = []
+    for component, loader in (
+        (preset.dalle, lambda: load_bart(preset, data_dir)),
+        (preset.vqgan_files, lambda: load_vqgan_for(preset, data_dir)),
+        (preset.clip_files, lambda: load_clip(preset, data_dir)),
+    ):
+        try:
+            loader()
+            checks.append(Check(component.path(root), True, 'shapes match the config'))
+        except Exception as exc:  # report every component, not just the first failure
+            checks.append(Check(component.path(root), False, f'does not load: {exc}'))
+    return checks
+
+
+# --------------------------------------------------------------------------- tiny
+
+
+def ensure_tiny(data_dir: Path, seed: int = TINY_SEED) -> None:
+    """Generate the tiny preset's files (tokenizer, DalleBart, VQGAN, CLIP) if any is missing.
+
+    The weights come from fixed seeds, so every machine makes the same tiny models.
+    Written to a temporary directory first and renamed, so a crash leaves nothing half-made.
+    """
+    preset = get_preset('tiny')
+    root = models_dir(data_dir)
+    if not preset.missing_files(root):
+        return
+    import tempfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        staging = Path(scratch)
+        _write_tiny(preset, staging, seed)
+        final = root / 'tiny'
+        if final.exists():
+            shutil.rmtree(final)
+        (staging / 'tiny').rename(final)
+
+
+def _write_tiny(preset: Preset, staging: Path, seed: int) -> None:
+    from edalle.models import bart, bart_checkpoint, vqgan_checkpoint
+    from edalle.models.clip import ClipModel, save_state_dict
+    from edalle.models.vqgan import VQGAN
+    from edalle.text import write_tiny_tokenizer
+
+    dalle_dir = preset.dalle.path(staging)
+    dalle_dir.mkdir(parents=True)
+    write_tiny_tokenizer(dalle_dir, vocab_size=preset.bart.encoder_vocab_size)
+    (dalle_dir / 'config.json').write_text(json.dumps(preset.bart.to_json_dict(), indent=2))
+    bart_checkpoint.save_params(bart.init_params(preset.bart, seed), dalle_dir / 'flax_model.msgpack')
+
+    vqgan_dir = preset.vqgan_files.path(staging)
+    vqgan_dir.mkdir(parents=True)
+    vqgan_checkpoint.save_safetensors(VQGAN.random(preset.vqgan, seed), vqgan_dir / 'model.safetensors')
+
+    clip_dir = preset.clip_files.path(staging)
+    clip_dir.mkdir(parents=True)
+    save_state_dict(ClipModel.build_tiny(seed).model, clip_dir / 'model.safetensors')
