@@ -225,7 +225,7 @@ class PromptTokens:
     """A prompt ready for generation, with the empty prompt super-conditioning subtracts."""
 
     prompt: str  # as the user typed it
-    text: str  # after normalisation: what the model actually reads
+    normalized: str  # after normalisation: what the model actually reads
     encoded: EncodedText
     unconditional: EncodedText  # the tokenised empty string, as `DalleBartProcessor` builds it
 

@@ -195,7 +195,7 @@ def test_tiny_tokenizer_is_deterministic(tiny_dir: Path, tmp_path: Path) -> None
     assert _digest(tmp_path / 'again') == _digest(tiny_dir)
     # tokenizers' trainer hashes with per-process random seeds: check another process too
     script = (
-        'import hashlib, sys; from pathlib import Path; from edalle.text import write_tiny_tokenizer\n'
+        'import sys; from pathlib import Path; from edalle.text import write_tiny_tokenizer\n'
         'd = Path(sys.argv[1]); write_tiny_tokenizer(d)\n'
     )
     subprocess.run([sys.executable, '-c', script, str(tmp_path / 'other')], check=True, timeout=60)
@@ -349,8 +349,8 @@ def test_encode_prompt(tiny: TextTokenizer) -> None:
     prompt = 'An Astronaut riding a HORSE on the moon!!!'
     tokens = tiny.encode_prompt(prompt)
     assert tokens.prompt == prompt
-    assert tokens.text == ' an astronaut riding a horse on the moon'
-    assert tokens.encoded.ids.tolist() == tiny.encode(tokens.text).ids.tolist()
+    assert tokens.normalized == ' an astronaut riding a horse on the moon'
+    assert tokens.encoded.ids.tolist() == tiny.encode(tokens.normalized).ids.tolist()
     assert tokens.unconditional.ids.tolist() == tiny.unconditional().ids.tolist()
     short = tiny.encode_prompt(prompt, max_length=16)
     assert short.encoded.ids.shape == short.unconditional.ids.shape == (16,)
@@ -364,8 +364,8 @@ def test_encode_prompt_uses_a_word_frequency_file_next_to_the_vocabulary(
     for name in ('vocab.json', 'merges.txt'):
         (with_words / name).write_bytes((tiny_dir / name).read_bytes())
     (with_words / WORD_FREQUENCIES_FILENAME).write_bytes(word_frequencies.read_bytes())
-    assert TextTokenizer.from_dir(with_words).encode_prompt('#sunsetbeach').text == ' sunset beach'
-    assert TextTokenizer.from_dir(tiny_dir).encode_prompt('#sunsetbeach').text == ' sunsetbeach'
+    assert TextTokenizer.from_dir(with_words).encode_prompt('#sunsetbeach').normalized == ' sunset beach'
+    assert TextTokenizer.from_dir(tiny_dir).encode_prompt('#sunsetbeach').normalized == ' sunsetbeach'
 
 
 @pytest.mark.parametrize('prompt', ['', '   ', '\n\t'])
