@@ -41,9 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_user_error(exc: Exception) -> bool:
     from edalle.engine import RequestError
+    from edalle.presets import UnknownPreset
     from edalle.weights import MissingWeights
 
-    user_errors: tuple[type[Exception], ...] = (UserError, RequestError, MissingWeights, FileNotFoundError)
+    user_errors: tuple[type[Exception], ...] = (UserError, RequestError, UnknownPreset, MissingWeights, FileNotFoundError)
     try:
         from edalle.text import PromptError
 

@@ -126,8 +126,12 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class UnknownPreset(ValueError):
+    """A preset name that is not in `PRESETS`; the message lists the known ones."""
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f'Unknown preset {name!r}; choose one of: {", ".join(PRESETS)}.') from None
+        raise UnknownPreset(f'Unknown preset {name!r}; choose one of: {", ".join(PRESETS)}.') from None
