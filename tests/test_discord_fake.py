@@ -151,6 +151,50 @@ def make_bot(*, message_content: bool = True, members: bool = False) -> tuple[co
         await interaction.response.defer(thinking=True)
         await interaction.followup.send(f'queued {prompt!r} x{count}')
 
+    @bot.hybrid_command(description='Widen an image')
+    @commands.has_guild_permissions(attach_files=True)
+    async def expand(ctx: commands.Context, image: discord.Attachment, ratio: str = '16:9') -> None:
+        data = await image.read()
+        await ctx.send(f'{ratio} {len(data)}', file=discord.File(io.BytesIO(data), filename='wide.png'))
+
+    @bot.command()
+    @commands.has_guild_permissions(manage_guild=True)
+    async def limits(ctx: commands.Context) -> None:
+        await ctx.send('limits for admins')
+
+    @limits.error
+    async def limits_error(ctx: commands.Context, error: commands.CommandError) -> None:
+        await ctx.send(f'no: {type(error).__name__}')
+
+    @bot.command()
+    async def settings(ctx: commands.Context) -> None:
+        view = discord.ui.View(timeout=None)
+        options = [discord.SelectOption(label=r, value=r) for r in ('16:9', '4:3')]
+        select: discord.ui.Select = discord.ui.Select(custom_id='settings:ratio', options=options)
+
+        async def chose(interaction: discord.Interaction) -> None:
+            modal = discord.ui.Modal(title='Note', custom_id='settings:modal')
+            note: discord.ui.TextInput = discord.ui.TextInput(label='Note', custom_id='settings:note')
+            modal.add_item(note)
+
+            async def on_submit(submitted: discord.Interaction) -> None:
+                await submitted.response.send_message(f'{select.values[0]} {note.value}')
+
+            modal.on_submit = on_submit  # type: ignore[method-assign]
+            await interaction.response.send_modal(modal)
+
+        select.callback = chose  # type: ignore[method-assign]
+        view.add_item(select)
+        await ctx.send('settings', view=view)
+
+    @bot.tree.command(description='Pick a style')
+    async def style(interaction: discord.Interaction, name: str) -> None:
+        await interaction.response.send_message(f'style {name}', ephemeral=True)
+
+    @style.autocomplete('name')
+    async def style_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=s, value=s) for s in ('anime', 'oil', 'origami') if s.startswith(current)]
+
     return bot, seen
 
 
@@ -200,6 +244,16 @@ def test_without_message_content_intent_prefix_commands_do_not_fire(discord_erro
             assert by_author[fake.alice.id] == ''  # blanked, as Discord does
             assert by_author[fake.bob.id].endswith('hello')  # mentions of the bot keep their content
 
+            channel = bot.get_channel(fake.channel.id)
+            assert isinstance(channel, discord.TextChannel)
+            own = await channel.send('grid for you')
+            await fake.send_user_message(fake.channel, fake.alice, 'nice', reply_to=own.id)
+            await asyncio.sleep(0.05)
+            reply = seen.messages[-1]
+            assert reply.content == 'nice'  # a reply pings the bot, so it is visible
+            assert reply.reference is not None and reply.reference.resolved is not None
+            assert reply.reference.resolved.content == 'grid for you'  # type: ignore[union-attr]
+
     run(main())
 
 
@@ -225,6 +279,14 @@ def test_gateway_resume_replays_missed_events(discord_errors: fixtures.DiscordEr
             reply = await fake.wait_for_message(fake.channel)
             assert reply.content == 'pong'
             assert (fake.gateway.identifies, fake.gateway.resumes) == (1, 1)
+
+            await fake.request_reconnect()  # op 7: the client resumes
+            await fake.wait_for_resume()
+            await fake.invalidate_session(resumable=False)  # op 9 false: the client identifies again
+            await fake.wait_for_ready()
+            await fake.send_user_message(fake.channel, fake.alice, '.ping')
+            assert (await fake.wait_for_message(fake.channel)).content == 'pong'
+            assert (fake.gateway.identifies, fake.gateway.resumes) == (2, 2)
 
     run(main())
 
@@ -361,8 +423,8 @@ def test_slash_command_refused_until_synced_then_defer_and_followup(discord_erro
             with pytest.raises(FakeDiscordError):
                 await fake.invoke_slash('imagine', {'prompt': 'a cat'}, fake.alice, fake.channel)
             synced = await bot.tree.sync()
-            assert [c.name for c in synced] == ['imagine']
-            assert fake.syncs == [(None, ['imagine'])]
+            assert sorted(c.name for c in synced) == ['expand', 'imagine', 'style']
+            assert [(scope, sorted(names)) for scope, names in fake.syncs] == [(None, ['expand', 'imagine', 'style'])]
             options = fake.synced_command('imagine')['options']
             assert [(o['name'], o.get('required', False)) for o in options] == [('prompt', True), ('count', False)]
 
@@ -379,6 +441,82 @@ def test_slash_command_refused_until_synced_then_defer_and_followup(discord_erro
             with pytest.raises(discord.HTTPException) as caught:
                 await discord.Webhook.partial(fake.application.id, record.token, client=bot).send('too late')
             assert caught.value.code == 50027
+
+    run(main())
+
+
+def test_hybrid_command_with_attachment_as_slash_and_prefix(discord_errors: fixtures.DiscordErrorCollector) -> None:
+    async def main() -> None:
+        bot, _ = make_bot()
+        async with running_fake() as fake, running_bot(bot, fake):
+            await bot.tree.sync()
+            photo = png_bytes(6, 2)
+            record = await fake.invoke_slash('expand', {'image': ('photo.png', photo), 'ratio': '21:9'}, fake.bob)
+            reply = await fake.wait_for_message(fake.channel)
+            assert (record.callback_type, reply.content) == (4, f'21:9 {len(photo)}')
+            assert reply.attachments[0].data == photo  # a multipart interaction callback
+            assert fake.original_response(record) is reply
+
+            await fake.send_user_message(fake.channel, fake.alice, '.expand 4:3', attachments=[('p.png', photo)])
+            reply = await fake.wait_for_message(fake.channel)
+            assert reply.content == f'4:3 {len(photo)}'
+
+    run(main())
+
+
+def test_select_modal_and_autocomplete(discord_errors: fixtures.DiscordErrorCollector) -> None:
+    async def main() -> None:
+        bot, _ = make_bot()
+        async with running_fake() as fake, running_bot(bot, fake):
+            await bot.tree.sync()
+            assert await fake.autocomplete('style', {'name': 'o'}, 'name', fake.alice) == [
+                {'name': 'oil', 'value': 'oil'},
+                {'name': 'origami', 'value': 'origami'},
+            ]
+            record = await fake.invoke_slash('style', {'name': 'oil'}, fake.alice)
+            answer = await fake.wait_for_message(fake.channel, ephemeral=True)
+            assert answer.content == 'style oil' and answer.interaction_metadata['name'] == 'style'
+
+            await fake.send_user_message(fake.channel, fake.alice, '.settings')
+            panel = await fake.wait_for_message(fake.channel, lambda m: bool(m.components))
+            with pytest.raises(FakeDiscordError):
+                await fake.select(panel, 'settings:ratio', ['1:1'], fake.alice)
+            record = await fake.select(panel, 'settings:ratio', ['4:3'], fake.alice)
+            await fake.wait_for_interaction_response(record)
+            assert record.callback_type == 9 and record.modal is not None
+            await fake.submit_modal(record, {'settings:note': 'wide please'})
+            done = await fake.wait_for_message(fake.channel)
+            assert done.content == '4:3 wide please'
+
+    run(main())
+
+
+def test_permissions_dms_and_nonce(discord_errors: fixtures.DiscordErrorCollector) -> None:
+    async def main() -> None:
+        bot, _ = make_bot(members=True)
+        async with running_fake() as fake, running_bot(bot, fake):
+            guild = bot.get_guild(fake.guild.id)
+            assert guild is not None and guild.chunked and guild.member_count == 5
+            assert fake.gateway.received and not [p for p in fake.gateway.received if p.get('op') == 8]
+
+            await fake.send_user_message(fake.channel, fake.moderator, '.limits')
+            assert (await fake.wait_for_message(fake.channel)).content == 'limits for admins'
+            await fake.send_user_message(fake.channel, fake.alice, '.limits')
+            assert (await fake.wait_for_message(fake.channel)).content == 'no: MissingPermissions'
+
+            dm = fake.dm_channel(fake.bob)
+            await fake.send_user_message(dm, fake.bob, '.ping')
+            assert (await fake.wait_for_message(dm)).content == 'pong'
+            user = await bot.fetch_user(fake.alice.id)
+            sent = await user.send('hello alice')
+            assert fake.message(sent.id).channel_id == fake.dm_channel(fake.alice).id
+
+            channel = bot.get_channel(fake.channel.id)
+            assert isinstance(channel, discord.TextChannel)
+            first = await channel.send('once', nonce='job-7-result')
+            again = await channel.send('once', nonce='job-7-result')  # discord.py sets enforce_nonce
+            assert first.id == again.id
+            assert [m.content for m in fake.bot_messages(fake.channel)].count('once') == 1
 
     run(main())
 

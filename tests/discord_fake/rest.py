@@ -23,6 +23,7 @@ from .state import (
     FakeGuild,
     FakeMessage,
     FakeReaction,
+    Intents,
     MessageFlags,
     MessageType,
     Permissions,
@@ -401,8 +402,8 @@ class RestApi:
 
     def _rest_message(self, message: FakeMessage) -> dict[str, Any]:
         """REST message objects are blanked only if the portal switch for MESSAGE_CONTENT is off."""
-        blank = not self.world.application.privileged_intents & 1 << 15 and self.world.hidden_without_content_intent(message)
-        return self.world.message_payload(message, blank_content=blank)
+        content_intent = bool(self.world.application.privileged_intents & Intents.MESSAGE_CONTENT)
+        return self.world.message_payload(message, content_intent=content_intent)
 
     # -- users, application, gateway --------------------------------------------------------------------------
 
@@ -467,7 +468,7 @@ class RestApi:
 
     async def get_guild_members(self, request: web.Request) -> web.Response:
         guild = self._guild(request)
-        if not self.world.application.privileged_intents & 1 << 1:
+        if not self.world.application.privileged_intents & Intents.GUILD_MEMBERS:
             raise DiscordHTTPError(403, 50001, 'Missing Access')
         limit = min(int(request.query.get('limit', 1)), 1000)
         after = int(request.query.get('after', 0))

@@ -42,6 +42,7 @@ from .state import (
     World,
     emoji_key,
     emoji_payload,
+    now_iso,
 )
 
 UserLike = FakeUser | FakeMember | int
@@ -534,8 +535,7 @@ class FakeDiscord:
         await self.gateway.broadcast(event, lambda s: data, in_guild=message.guild_id is not None)
 
     def _payload_for(self, session: GatewaySession, message: FakeMessage) -> dict[str, Any]:
-        blank = not session.has_intent(Intents.MESSAGE_CONTENT) and self.world.hidden_without_content_intent(message)
-        return self.world.message_payload(message, gateway=True, blank_content=blank)
+        return self.world.message_payload(message, gateway=True, content_intent=session.has_intent(Intents.MESSAGE_CONTENT))
 
     async def _publish_message(self, message: FakeMessage) -> None:
         self.world.store_message(message)
@@ -871,7 +871,7 @@ class FakeDiscord:
         msg = self._message(message)
         msg.history.append(msg.snapshot())
         msg.content = content
-        msg.edited_timestamp = time.strftime('%Y-%m-%dT%H:%M:%S.000000+00:00', time.gmtime())
+        msg.edited_timestamp = now_iso()
         self.world.parse_mentions(msg)
         await self._publish_edit(msg)
         return msg
@@ -1078,12 +1078,17 @@ class FakeDiscord:
                     inner = fill([item['component']])
                     out.append({'type': 18, 'id': item.get('id', 0), 'component': inner[0]})
                 elif item.get('type') == 4:
+                    text = values.get(item['custom_id'], item.get('value') or '')
+                    if item.get('required', True) and not text:
+                        raise FakeDiscordError(f'text input {item["custom_id"]!r} is required')
+                    if text and not item.get('min_length', 0) <= len(text) <= item.get('max_length', 4000):
+                        raise FakeDiscordError(f'text input {item["custom_id"]!r}: length {len(text)} is out of bounds')
                     out.append(
                         {
                             'type': 4,
                             'id': item.get('id', 0),
                             'custom_id': item['custom_id'],
-                            'value': values.get(item['custom_id'], ''),
+                            'value': text,
                         }
                     )
                 elif item.get('type') == 3:
@@ -1091,7 +1096,8 @@ class FakeDiscord:
                     out.append({'type': 3, 'id': item.get('id', 0), 'custom_id': item['custom_id'], 'values': list(chosen)})
             return out
 
-        data = {'custom_id': record.modal['custom_id'], 'components': fill(record.modal.get('components', []))}
+        filled = fill(record.modal.get('components', []))
+        data = {'custom_id': record.modal['custom_id'], 'components': filled}
         message = self.world.messages.get(record.message_id) if record.message_id else None
         return await self._dispatch_interaction(
             5, data, user if user is not None else record.user_id, record.channel_id, message

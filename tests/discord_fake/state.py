@@ -842,10 +842,11 @@ class World:
         message: FakeMessage,
         *,
         gateway: bool = False,
-        blank_content: bool = False,
+        content_intent: bool = True,
         with_referenced: bool = True,
     ) -> dict[str, Any]:
-        """A message object; `gateway` adds guild_id/member, `blank_content` models a missing MESSAGE_CONTENT intent."""
+        """A message object; `gateway` adds guild_id/member; `content_intent=False` blanks it as Discord does without
+        MESSAGE_CONTENT (unless it is exempt: see `hidden_without_content_intent`)."""
         guild = self.guilds.get(message.guild_id) if message.guild_id else None
         mentions = []
         for user_id in message.mention_ids:
@@ -895,14 +896,14 @@ class World:
                 data['referenced_message'] = (
                     None
                     if ref is None or ref.deleted
-                    else self.message_payload(ref, gateway=gateway, blank_content=blank_content, with_referenced=False)
+                    else self.message_payload(ref, gateway=gateway, content_intent=content_intent, with_referenced=False)
                 )
         if gateway and guild is not None:
             data['guild_id'] = str(guild.id)
             member = guild.members.get(message.author.id)
             if member is not None and message.webhook_id is None:
                 data['member'] = member.payload(with_user=False)
-        if blank_content:
+        if not content_intent and self.hidden_without_content_intent(message):
             data.update(content='', embeds=[], attachments=[], components=[])
             data.pop('poll', None)
         return data
