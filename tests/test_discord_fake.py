@@ -114,6 +114,11 @@ def make_bot(*, message_content: bool = True, members: bool = False) -> tuple[co
         await ctx.send('here', file=discord.File(io.BytesIO(png_bytes()), filename='grid.png'))
 
     @bot.command()
+    async def card(ctx: commands.Context) -> None:
+        embed = discord.Embed(title='grid').set_image(url='attachment://grid.png')
+        await ctx.send(embed=embed, file=discord.File(io.BytesIO(png_bytes()), filename='grid.png'))
+
+    @bot.command()
     async def echo(ctx: commands.Context) -> None:
         """Download the user's attachment from the fake's CDN and post it back."""
         attachment = ctx.message.attachments[0]
@@ -314,6 +319,10 @@ def test_files_travel_intact_both_ways(discord_errors: fixtures.DiscordErrorColl
             assert echoed.attachments[0].data == photo
             assert echoed.attachments[0].payload()['width'] == 5
 
+            await fake.send_user_message(fake.channel, fake.alice, '.card')
+            card = await fake.wait_for_message(fake.channel, lambda m: bool(m.embeds))
+            assert card.embeds[0]['image']['url'] == card.attachments[0].url  # attachment:// resolved
+
     run(main())
 
 
@@ -327,6 +336,13 @@ def test_attachment_over_the_guild_limit_is_rejected(discord_errors: fixtures.Di
             with pytest.raises(discord.HTTPException) as caught:
                 await channel.send(file=discord.File(io.BytesIO(b'x' * 101), filename='big.bin'))
             assert (caught.value.status, caught.value.code) == (413, 40005)
+
+            # Discord validates components; a custom_id over 100 characters is an Invalid Form Body.
+            button = {'type': 2, 'style': 1, 'label': 'x', 'custom_id': 'x' * 101}
+            route = discord.http.Route('POST', '/channels/{channel_id}/messages', channel_id=fake.channel.id)
+            with pytest.raises(discord.HTTPException) as caught:
+                await bot.http.request(route, json={'content': 'hi', 'components': [{'type': 1, 'components': [button]}]})
+            assert caught.value.code == 50035 and 'components.0.components.0.custom_id' in str(caught.value)
 
     run(main())
 

@@ -29,6 +29,7 @@ from .state import (
     Permissions,
     emoji_key,
     emoji_payload,
+    image_size,
     now_iso,
 )
 
@@ -519,7 +520,7 @@ class RestApi:
         attachments = []
         if 'attachments' in body or files:
             kept = {a.id: a for a in existing.attachments} if existing else {}
-            for entry in body.get('attachments') or []:
+            for position, entry in enumerate(body.get('attachments') or []):
                 ident = int(entry['id'])
                 upload = by_field.get(f'files[{ident}]')
                 if upload is not None and ident < 10_000:
@@ -527,10 +528,10 @@ class RestApi:
                     attachments.append((upload, entry))
                 elif ident in kept:
                     attachments.append((kept[ident], entry))
-                elif ident >= 10_000:
-                    errors.setdefault('attachments', {})[str(ident)] = field_error(
-                        'ATTACHMENT_NOT_FOUND', 'Unknown attachment'
-                    )
+                else:
+                    errors.setdefault('attachments', {})[str(position)] = {
+                        'id': field_error('ATTACHMENT_NOT_FOUND', f'Unknown attachment or missing files[{ident}] part')
+                    }
             for upload in files:
                 if upload.field not in used:
                     attachments.append((upload, {}))
@@ -560,9 +561,27 @@ class RestApi:
                 else:
                     result.append(item)
             fields['attachments'] = result
+        self._resolve_attachment_urls(fields, existing)
         if errors:
             raise form_error(errors)
         return fields
+
+    @staticmethod
+    def _resolve_attachment_urls(fields: dict[str, Any], existing: FakeMessage | None) -> None:
+        """Embeds may point at files of the same message as `attachment://name`; Discord swaps in the CDN url."""
+        attachments = fields.get('attachments', existing.attachments if existing else [])
+        by_name = {a.filename: a for a in attachments}
+        for embed in fields.get('embeds') or []:
+            for key in ('image', 'thumbnail'):
+                media = embed.get(key)
+                url = (media or {}).get('url', '')
+                if url.startswith('attachment://') and url[len('attachment://') :] in by_name:
+                    attachment = by_name[url[len('attachment://') :]]
+                    media.update(url=attachment.url, proxy_url=attachment.url.replace('/attachments/', '/media/', 1))
+                    size = image_size(attachment.data)
+                    if size:
+                        media.update(width=size[0], height=size[1])
+                    media['content_type'] = attachment.content_type
 
     @staticmethod
     def _check_not_empty(message: FakeMessage) -> None:

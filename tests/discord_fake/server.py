@@ -508,6 +508,17 @@ class FakeDiscord:
         ch.overwrites.append(Overwrite(id=target_id, type=kind, allow=allow, deny=deny))
         await self.gateway.broadcast('CHANNEL_UPDATE', lambda s: ch.payload(), in_guild=True)
 
+    async def set_premium_tier(self, tier: int, *, guild: FakeGuild | None = None) -> None:
+        """Boost level 0-3; the upload limit follows it as discord.py's `Guild.filesize_limit` assumes.
+
+        Setting `guild.filesize_limit` directly instead models a stricter limit than discord.py computes (the
+        interaction's `attachment_size_limit` still reports the fake's value).
+        """
+        target = guild or self.guild
+        target.premium_tier = tier
+        target.filesize_limit = {0: 10 * 1024 * 1024, 1: 10 * 1024 * 1024, 2: 50 * 1024 * 1024, 3: 100 * 1024 * 1024}[tier]
+        await self.gateway.broadcast('GUILD_UPDATE', lambda s: target.payload(), in_guild=True)
+
     async def set_role_permissions(self, role: FakeRole, permissions: int) -> None:
         role.permissions = permissions
         guild = next(g for g in self.world.guilds.values() if role.id in g.roles)
