@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .state import (
-    ChannelType,
     FakeChannel,
     FakeGuild,
     FakeMessage,
@@ -1003,7 +1002,3 @@ class RestApi:
         message = self._webhook_message(request, record)
         await self.fake._publish_delete(message)
         return no_content()
-
-
-def channel_is_dm(channel: FakeChannel) -> bool:
-    return channel.type == ChannelType.DM

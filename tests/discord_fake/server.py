@@ -6,6 +6,15 @@ subprocess) and then act as Discord's users: send messages, click buttons, react
 wait for what the bot does in return. The world starts with one guild (`fake.guild`) with channels `general`
 and `images`, an owner, a moderator with Manage Server (`fake.moderator`) and two plain members (`fake.alice`,
 `fake.bob`).
+
+Verbs (all async): send_user_message, edit_user_message, delete_user_message, add_reaction, remove_reaction,
+click_button, select, invoke_slash, autocomplete, submit_modal, disconnect_gateway, request_reconnect,
+invalidate_session, add_user, add_guild, add_channel, set_channel_permissions, set_role_permissions,
+set_member_roles, set_premium_tier. Waits: wait_for_message, wait_for_edit, wait_for_request,
+wait_for_interaction_response, wait_for_ready, wait_for_resume, wait_for_event; they look at events from the
+last verb on (or from `since=fake.mark()`). Injections: inject_status, inject_429, inject_delay. Records:
+requests, requests_matching, unknown_requests, messages_in, bot_messages, ephemeral_messages, interactions,
+commands / synced_command / syncs, original_response, followups, gateway.received.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from .gateway import Gateway, GatewaySession
 from .rest import API_PREFIX, Injection, RecordedRequest, RestApi, UploadedFile
 from .state import (
     ChannelType,
+    FakeApplication,
     FakeAttachment,
     FakeChannel,
     FakeGuild,
@@ -210,7 +220,7 @@ class FakeDiscord:
         return self.world.bot_user
 
     @property
-    def application(self) -> Any:
+    def application(self) -> FakeApplication:
         return self.world.application
 
     def env(self) -> dict[str, str]:
