@@ -327,7 +327,7 @@ model:
 """
 
 
-def write_lightning_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> None:
+def write_lightning_checkpoint(path: Path, state: dict[str, torch.Tensor], zip_format: bool = True) -> None:
     """A PL-1.0-style `last.ckpt`: callback states keyed by a Lightning class, loss weights, optimizer state.
 
     The Lightning classes live in a fake `pytorch_lightning` that exists only while saving,
@@ -369,22 +369,23 @@ def write_lightning_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> No
     }
     sys.modules.update(fake)
     try:
-        torch.save(checkpoint, path)
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=zip_format)
     finally:
         for name in names:
             sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize('with_yaml', [True, False])
-def test_loads_taming_lightning_checkpoint(vqgan_source, tmp_path, with_yaml):
-    write_lightning_checkpoint(tmp_path / 'last.ckpt', vqgan_source.state_dict())
+@pytest.mark.parametrize(('with_yaml', 'zip_format'), [(True, True), (False, False)])
+def test_loads_taming_lightning_checkpoint(vqgan_source, tmp_path, with_yaml, zip_format):
+    """With and without model.yaml (else the config is read off the weights); torch's zip and legacy formats."""
+    write_lightning_checkpoint(tmp_path / 'last.ckpt', vqgan_source.state_dict(), zip_format)
     assert 'pytorch_lightning' not in sys.modules
     if with_yaml:
         (tmp_path / 'model.yaml').write_text(TAMING_YAML.format(**TINY_CONFIG.to_json_dict()))
     model = load_vqgan(tmp_path)  # the directory form finds last.ckpt
     assert model.pixel_range == 'minus_one_one'
     assert model.config == TINY_CONFIG
-    assert not model.training
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert_same_model(model, vqgan_source)
 
 

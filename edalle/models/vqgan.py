@@ -240,11 +240,11 @@ class VectorQuantizer(nn.Module):
         Keeping their formula (not just ‖e‖² − 2 z·e) keeps float rounding, and so the rare
         near-tie, the same as theirs. Rows go in chunks so memory stays bounded.
         """
-        codes = self.embedding.weight  # (N, D)
+        codes = self.embedding.weight.float()  # (N, D); fp32 so ‖z‖² cannot overflow a half-precision model
         code_sq = codes.pow(2).sum(1)  # (N,)
         rows_per_chunk = max(1, DISTANCE_ELEMENTS_PER_CHUNK // codes.shape[0])
         out = []
-        for chunk in z_flat.split(rows_per_chunk):  # (m, D)
+        for chunk in z_flat.float().split(rows_per_chunk):  # (m, D)
             distance = chunk.pow(2).sum(1, keepdim=True) + code_sq - 2 * chunk @ codes.t()  # (m, N)
             out.append(distance.argmin(1))
         return torch.cat(out) if out else z_flat.new_zeros(0, dtype=torch.long)
@@ -287,6 +287,8 @@ class VQGAN(nn.Module):
     def random(cls, config: VQGANConfig, seed: int) -> VQGAN:
         """Deterministic random weights (the `tiny` preset, tests), whatever the global RNG state.
 
+        Returned like a loaded model: eval mode, parameters frozen.
+
         torch's default init everywhere, and N(0, 1) codes (taming's U(±1/N) codes are all
         near zero, so every token would decode to nearly the same patch). The output range
         is declared [-1, 1], the convention of the architecture, so a random decoder's
@@ -295,7 +297,7 @@ class VQGAN(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(config, pixel_range='minus_one_one')
-        return model.eval()
+        return model.eval().requires_grad_(False)
 
     @property
     def codebook(self) -> torch.Tensor:  # (N, D)

@@ -19,9 +19,9 @@ these it holds, in this order):
   is dropped.
 
 Pixel range: which range do the weights expect and produce?
-- taming-transformers trains on [-1, 1]: its datasets map uint8 with `x / 127.5 - 1`, and
-  its demo / VQGAN-CLIP code feeds `2x - 1` and reads `(x + 1) / 2`. So a taming
-  `last.ckpt` is `'minus_one_one'`.
+- taming-transformers trains on [-1, 1]: `taming/data/base.py` maps uint8 images with
+  `image / 127.5 - 1.0`, and `scripts/make_samples.py` saves decodes as `(x + 1) * 127.5`.
+  So a taming `last.ckpt` is `'minus_one_one'`.
 - dalle-mini uses its VQGAN in [0, 1] at both ends, and DalleBart's image tokens were made
   that way:
   - `tools/dataset/encode_dataset.ipynb` (borisdayma/dalle-mini) decodes the webdataset
@@ -81,7 +81,7 @@ def load_vqgan(
     pixel_range: PixelRange | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> VQGAN:
-    """Load a VQGAN from a directory or a weights file in any supported format, in eval mode.
+    """Load a VQGAN from a directory or a weights file in any supported format (eval mode, frozen).
 
     `pixel_range` overrides what the source implies (taming → [-1, 1], dalle-mini Flax →
     [0, 1], our safetensors → what its metadata says).
@@ -127,7 +127,11 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     source: Path | str = '<state dict>',
 ) -> VQGAN:
-    """A VQGAN holding exactly `state` (every key, no extra), without a throw-away random init."""
+    """A VQGAN holding exactly `state` (every key, no extra), without a throw-away random init.
+
+    The model is built on the meta device and the tensors are assigned, so the 76M
+    parameters are never randomly initialised only to be overwritten.
+    """
     with torch.device('meta'):
         model = VQGAN(config, pixel_range=pixel_range)
     expected = model.state_dict()
@@ -143,7 +147,9 @@ def build_model(
         raise ValueError(f'{source}: weights do not match VQGAN config {config}; ' + '; '.join(details))
     tensors = {k: v.detach().to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
     model.load_state_dict(tensors, strict=True, assign=True)
-    return model.eval()
+    # Inference only: frozen parameters keep backward passes (the expander's gradients with
+    # respect to latents) from computing and storing 76M unused weight gradients.
+    return model.eval().requires_grad_(False)
 
 
 def infer_config(state: Mapping[str, torch.Tensor], resolution: int = 256) -> VQGANConfig:
