@@ -1,0 +1,53 @@
+"""The fair order of the queue, as SQL text both stores share.
+
+Round-robin across users, then priority, then age: each active job gets its rank within its user's
+active jobs (running ones first, since they already hold a slot), and the queue is ordered by that
+rank, so user A's fiftieth job waits behind user B's first. Within one rank, the user whose last job
+started longest ago goes first: that is what makes it a rotation rather than "oldest job first" when
+user A's running job finishes and A's next job ties with B's first. The same CTE orders `claim` and
+`position`, so the number shown to a user is the order the workers really follow.
+
+SQLite and PostgreSQL run this text unchanged; only the locking around it differs (`BEGIN IMMEDIATE`
+here; `FOR UPDATE OF jobs SKIP LOCKED` there, where the eligibility test must be repeated on the
+locked rows; see SCALE_OUT.md §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+ACTIVE_RANKED = """
+    served AS (
+        -- when each user with active jobs last had a job started: the round-robin pointer, read from the rows
+        SELECT u.user_id,
+               coalesce((SELECT max(s.started_at) FROM jobs AS s WHERE s.user_id = u.user_id), 0) AS last_start
+        FROM (SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')) AS u
+    ),
+    active AS (
+        SELECT j.id, j.kind, j.user_id, j.status, j.priority, j.compat_key, j.available_at, served.last_start,
+               ROW_NUMBER() OVER (
+                   PARTITION BY j.user_id
+                   ORDER BY CASE j.status WHEN 'running' THEN 0 ELSE 1 END, j.priority DESC, j.id
+               ) AS rk
+        FROM jobs AS j JOIN served ON served.user_id = j.user_id
+        WHERE j.status IN ('queued', 'running')
+    )
+"""
+
+# Within one round, higher priority first, then the user served longest ago, then the oldest job.
+FAIR_ORDER = 'rk, priority DESC, last_start, id'
+
+
+def compat_filter(prefixes: Sequence[str], column: str = 'compat_key') -> tuple[str, dict[str, Any]]:
+    """`(substr(compat_key, 1, length(:p0)) = :p0 OR …)` with its parameters; empty prefix list matches all.
+
+    `substr` rather than `LIKE`, whose `_` and `%` are wildcards and whose case folding differs by dialect.
+    """
+    if not prefixes:
+        return '1 = 1', {}
+    terms, params = [], {}
+    for i, prefix in enumerate(prefixes):
+        terms.append(f'substr({column}, 1, length(:compat_{i})) = :compat_{i}')
+        params[f'compat_{i}'] = prefix
+    return '(' + ' OR '.join(terms) + ')', params

@@ -1,0 +1,902 @@
+"""`SqliteJobStore`: the embedded job store, one SQLite file shared by the bot and its workers.
+
+Every write is one `BEGIN IMMEDIATE` transaction, so SQLite's single writer makes each check-and-write
+atomic: admission limits are checked in the transaction that inserts the job, and a claim picks and
+leases its batch without any other claimer in between. aiosqlite runs the statements on its own thread,
+so the bot's event loop never waits on the file; one `asyncio.Lock` keeps the coroutines that share
+this connection from interleaving statements inside each other's transactions.
+
+Wake-ups: `wait_for_change` polls `PRAGMA data_version`, which changes when another connection
+commits. Treat it as a hint and re-read the rows you watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from edalle import errors
+from edalle.db import connect
+from edalle.jobs.limits import (
+    BOT_WIDE,
+    SETTING_SPECS,
+    GuildSettings,
+    Limits,
+    Quota,
+    apply_layers,
+    day_bounds,
+    find_blocked_word,
+    settings_from_layers,
+    validate_setting,
+)
+from edalle.jobs.ranking import ACTIVE_RANKED, FAIR_ORDER, compat_filter
+from edalle.jobs.store import (
+    EXPAND,
+    IMAGINE,
+    Ack,
+    Admission,
+    AuditEntry,
+    Ban,
+    Delivery,
+    Job,
+    JobRequest,
+    JobStatus,
+    Lease,
+    Position,
+    Progress,
+    SweepReport,
+    WorkerCaps,
+)
+
+Clock = Callable[[], float]
+
+DAILY_LIMIT_OF_KIND = {IMAGINE: 'daily_imagines', EXPAND: 'daily_expands'}
+RECENT_RUNS_FOR_ETA = 50
+WORKER_ONLINE_SECONDS = 90.0  # a worker heard from this recently counts as online
+WORKER_FORGET_SECONDS = 3_600.0
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(',', ':'))
+
+
+class SqliteJobStore:
+    """The `JobStore` on one SQLite file. Open with `await SqliteJobStore.open(path)`."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        clock: Clock = time.time,
+        max_attempts: int = 3,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self.max_attempts = max_attempts
+        self.poll_interval = poll_interval
+        self._data_version: int | None = None
+
+    @classmethod
+    async def open(cls, path: str | Path, *, migrate: bool = True, **kwargs: Any) -> SqliteJobStore:
+        conn = await connect(path, migrate=migrate)
+        return cls(conn, **kwargs)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> SqliteJobStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; the lock keeps other coroutines' statements out of it."""
+        async with self._lock:
+            await self._conn.execute('BEGIN IMMEDIATE')
+            try:
+                yield self._conn
+                await self._conn.execute('COMMIT')
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute('ROLLBACK')
+                raise
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Reads in one deferred transaction, so several SELECTs see one snapshot."""
+        async with self._lock:
+            await self._conn.execute('BEGIN')
+            try:
+                yield self._conn
+            finally:
+                await self._conn.execute('COMMIT')
+
+    @staticmethod
+    async def _one(conn: aiosqlite.Connection, query: str, params: Mapping[str, Any] | None = None) -> Any:
+        async with conn.execute(query, params or {}) as cursor:
+            return await cursor.fetchone()
+
+    @staticmethod
+    async def _all(conn: aiosqlite.Connection, query: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        async with conn.execute(query, params or {}) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _job(self, conn: aiosqlite.Connection, job_id: int) -> Job:
+        row = await self._one(conn, 'SELECT * FROM jobs WHERE id = :job_id', {'job_id': job_id})
+        if row is None:
+            raise errors.JobNotFound(job_id)
+        return Job.from_row(row)
+
+    # ---- settings --------------------------------------------------------------------------------
+
+    async def _setting_layers(self, conn: aiosqlite.Connection, guild_id: int) -> list[dict[str, Any]]:
+        query = """
+            SELECT guild_id, key, value FROM guild_settings
+            WHERE guild_id IN (:bot_wide, :guild_id)
+            ORDER BY guild_id
+        """
+        rows = await self._all(conn, query, {'bot_wide': BOT_WIDE, 'guild_id': guild_id})
+        layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
+        for row in rows:
+            layers[row['guild_id']][row['key']] = json.loads(row['value'])
+        return [layers[BOT_WIDE]] + ([layers[guild_id]] if guild_id != BOT_WIDE else [])
+
+    async def _user_layers(self, conn: aiosqlite.Connection, guild_id: int, user_id: int) -> list[dict[str, Any]]:
+        query = """
+            SELECT guild_id, key, value FROM user_overrides
+            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id)
+            ORDER BY guild_id
+        """
+        rows = await self._all(conn, query, {'user_id': user_id, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
+        layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
+        for row in rows:
+            layers[row['guild_id']][row['key']] = json.loads(row['value'])
+        return [layers[BOT_WIDE]] + ([layers[guild_id]] if guild_id != BOT_WIDE else [])
+
+    async def _settings_and_limits(
+        self, conn: aiosqlite.Connection, guild_id: int | None, user_id: int | None
+    ) -> tuple[GuildSettings, Limits]:
+        gid = guild_id or BOT_WIDE
+        settings = settings_from_layers(gid, await self._setting_layers(conn, gid))
+        if user_id is None:
+            return settings, settings.limits
+        return settings, apply_layers(settings.limits, await self._user_layers(conn, gid, user_id))
+
+    async def _active_ban(self, conn: aiosqlite.Connection, guild_id: int | None, user_id: int, now: float) -> Ban | None:
+        query = """
+            SELECT * FROM user_bans
+            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id) AND (until IS NULL OR until > :now)
+            ORDER BY guild_id
+            LIMIT 1
+        """
+        params = {'user_id': user_id, 'bot_wide': BOT_WIDE, 'guild_id': guild_id or BOT_WIDE, 'now': now}
+        row = await self._one(conn, query, params)
+        return None if row is None else Ban(**{k: row[k] for k in Ban.__slots__})  # type: ignore[attr-defined]
+
+    async def get_settings(self, guild_id: int | None) -> GuildSettings:
+        async with self._reading() as conn:
+            settings, _ = await self._settings_and_limits(conn, guild_id, None)
+        return settings
+
+    async def get_limits(self, guild_id: int | None, user_id: int | None = None) -> Limits:
+        async with self._reading() as conn:
+            _, limits = await self._settings_and_limits(conn, guild_id, user_id)
+        return limits
+
+    async def _audit(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        guild_id: int,
+        actor_id: int | None,
+        action: str,
+        target_user_id: int | None = None,
+        key: str | None = None,
+        old_value: Any = None,
+        new_value: Any = None,
+        reason: str | None = None,
+        now: float,
+    ) -> None:
+        query = """
+            INSERT INTO admin_actions
+                (guild_id, actor_id, action, target_user_id, key, old_value, new_value, reason, created_at)
+            VALUES (:guild_id, :actor_id, :action, :target_user_id, :key, :old_value, :new_value, :reason, :now)
+        """
+        params = {
+            'guild_id': guild_id,
+            'actor_id': actor_id,
+            'action': action,
+            'target_user_id': target_user_id,
+            'key': key,
+            'old_value': None if old_value is None else _dumps(old_value),
+            'new_value': None if new_value is None else _dumps(new_value),
+            'reason': reason,
+            'now': now,
+        }
+        await conn.execute(query, params)
+
+    async def set_setting(
+        self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
+    ) -> None:
+        """Set a guild setting (a limit, `blocked_words`, `allowed_channel_ids`, `admin_role_id`); None resets it.
+
+        guild_id 0 sets the bot-wide value beneath every guild's. The change is written to the audit log.
+        """
+        value = validate_setting(key, value)
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = 'SELECT value FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
+            row = await self._one(conn, query, {'guild_id': guild_id, 'key': key})
+            old = None if row is None else json.loads(row['value'])
+            if value is None:
+                query = 'DELETE FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
+                await conn.execute(query, {'guild_id': guild_id, 'key': key})
+            else:
+                query = """
+                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
+                    VALUES (:guild_id, :key, :value, :now, :actor_id)
+                    ON CONFLICT (guild_id, key) DO UPDATE
+                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+                """
+                params = {'guild_id': guild_id, 'key': key, 'value': _dumps(value), 'now': now, 'actor_id': actor_id}
+                await conn.execute(query, params)
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action='set_setting',
+                key=key,
+                old_value=old,
+                new_value=value,
+                reason=reason,
+                now=now,
+            )
+
+    async def set_limit(
+        self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
+    ) -> None:
+        """`set_setting` restricted to limits, for admin commands that only tune numbers."""
+        if key not in SETTING_SPECS or not SETTING_SPECS[key].is_limit:
+            raise errors.InvalidSetting(f'{key!r} is not a limit.')
+        await self.set_setting(guild_id, key, value, actor_id=actor_id, reason=reason)
+
+    async def set_override(
+        self, guild_id: int, user_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
+    ) -> None:
+        """Override one limit for one user in a guild (0: everywhere); None removes the override."""
+        if key not in SETTING_SPECS or not SETTING_SPECS[key].is_limit:
+            raise errors.InvalidSetting(f'{key!r} is not a limit, so it cannot be set per user.')
+        value = validate_setting(key, value)
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = 'SELECT value FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
+            row = await self._one(conn, query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
+            old = None if row is None else json.loads(row['value'])
+            if value is None:
+                query = 'DELETE FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
+                await conn.execute(query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
+            else:
+                query = """
+                    INSERT INTO user_overrides (guild_id, user_id, key, value, updated_at, updated_by)
+                    VALUES (:guild_id, :user_id, :key, :value, :now, :actor_id)
+                    ON CONFLICT (guild_id, user_id, key) DO UPDATE
+                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+                """
+                params = {
+                    'guild_id': guild_id,
+                    'user_id': user_id,
+                    'key': key,
+                    'value': _dumps(value),
+                    'now': now,
+                    'actor_id': actor_id,
+                }
+                await conn.execute(query, params)
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action='set_override',
+                target_user_id=user_id,
+                key=key,
+                old_value=old,
+                new_value=value,
+                reason=reason,
+                now=now,
+            )
+
+    async def ban(
+        self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None, until: float | None = None
+    ) -> None:
+        """Refuse this user's new jobs in the guild (0: everywhere), until `until` or an unban."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = """
+                INSERT INTO user_bans (guild_id, user_id, reason, until, banned_by, banned_at)
+                VALUES (:guild_id, :user_id, :reason, :until, :actor_id, :now)
+                ON CONFLICT (guild_id, user_id) DO UPDATE
+                SET reason = excluded.reason, until = excluded.until, banned_by = excluded.banned_by,
+                    banned_at = excluded.banned_at
+            """
+            params = {
+                'guild_id': guild_id,
+                'user_id': user_id,
+                'reason': reason,
+                'until': until,
+                'actor_id': actor_id,
+                'now': now,
+            }
+            await conn.execute(query, params)
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action='ban',
+                target_user_id=user_id,
+                new_value={'until': until},
+                reason=reason,
+                now=now,
+            )
+
+    async def unban(self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None) -> bool:
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = 'DELETE FROM user_bans WHERE guild_id = :guild_id AND user_id = :user_id'
+            cursor = await conn.execute(query, {'guild_id': guild_id, 'user_id': user_id})
+            removed = cursor.rowcount > 0
+            if removed:
+                await self._audit(
+                    conn,
+                    guild_id=guild_id,
+                    actor_id=actor_id,
+                    action='unban',
+                    target_user_id=user_id,
+                    reason=reason,
+                    now=now,
+                )
+        return removed
+
+    async def get_ban(self, guild_id: int | None, user_id: int) -> Ban | None:
+        async with self._reading() as conn:
+            return await self._active_ban(conn, guild_id, user_id, self._clock())
+
+    async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
+        """The guild's admin changes, newest first."""
+        query = 'SELECT * FROM admin_actions WHERE guild_id = :guild_id ORDER BY id DESC LIMIT :limit'
+        async with self._reading() as conn:
+            rows = await self._all(conn, query, {'guild_id': guild_id, 'limit': limit})
+        return [AuditEntry.from_row(row) for row in rows]
+
+    # ---- bot side --------------------------------------------------------------------------------
+
+    async def _quota(self, conn: aiosqlite.Connection, user_id: int, limits: Limits, now: float) -> Quota:
+        """Counted from the job rows: today's queued, running and succeeded jobs, so failures give back."""
+        day_start, day_end = day_bounds(now)
+        query = """
+            SELECT kind, count(*) AS used FROM jobs
+            WHERE user_id = :user_id AND created_at >= :day_start AND created_at < :day_end
+              AND status IN ('queued', 'running', 'succeeded')
+            GROUP BY kind
+        """
+        rows = await self._all(conn, query, {'user_id': user_id, 'day_start': day_start, 'day_end': day_end})
+        used = {row['kind']: row['used'] for row in rows}
+        return Quota(
+            imagines_used=used.get(IMAGINE, 0),
+            imagines_limit=limits.daily_imagines,
+            expands_used=used.get(EXPAND, 0),
+            expands_limit=limits.daily_expands,
+            resets_at=day_end,
+        )
+
+    async def quota(self, guild_id: int | None, user_id: int) -> Quota:
+        now = self._clock()
+        async with self._reading() as conn:
+            _, limits = await self._settings_and_limits(conn, guild_id, user_id)
+            return await self._quota(conn, user_id, limits, now)
+
+    async def _check_admission(
+        self, conn: aiosqlite.Connection, request: JobRequest, settings: GuildSettings, limits: Limits, now: float
+    ) -> Quota:
+        """Raise the first limit the request breaks; order: who, where, what, then how much."""
+        ban = await self._active_ban(conn, request.guild_id, request.user_id, now)
+        if ban is not None:
+            raise errors.Banned(ban.reason, ban.until)
+        if not settings.channel_allowed(request.channel_id):
+            raise errors.ChannelNotAllowed()
+        prompt = request.payload.get('prompt')
+        if prompt and find_blocked_word(str(prompt), settings.blocked_words):
+            raise errors.PromptRejected()
+        if request.kind == IMAGINE and int(request.payload.get('n') or 1) > limits.candidates_per_imagine:
+            raise errors.RequestTooLarge('candidates per imagine', limits.candidates_per_imagine)
+        if request.kind == EXPAND:
+            if (request.payload.get('steps') or 0) > limits.expand_steps:
+                raise errors.RequestTooLarge('expand steps', limits.expand_steps)
+            await self._check_parent(conn, request)
+
+        quota = await self._quota(conn, request.user_id, limits, now)
+        if request.kind in DAILY_LIMIT_OF_KIND:
+            used, limit = (
+                (quota.imagines_used, quota.imagines_limit)
+                if request.kind == IMAGINE
+                else (quota.expands_used, quota.expands_limit)
+            )
+            if used >= limit:
+                raise errors.QuotaExceeded(request.kind, limit, quota.resets_at, now)
+
+        query = """
+            SELECT count(*) FILTER (WHERE status IN ('queued', 'running')) AS pending, max(created_at) AS last_at
+            FROM jobs WHERE user_id = :user_id
+        """
+        row = await self._one(conn, query, {'user_id': request.user_id})
+        if row['pending'] >= limits.pending_per_user:
+            raise errors.TooManyPending(limits.pending_per_user)
+        if row['last_at'] is not None and now - row['last_at'] < limits.cooldown_seconds:
+            raise errors.CooldownActive(limits.cooldown_seconds - (now - row['last_at']))
+
+        row = await self._one(conn, "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
+        if row['n'] >= limits.queue_cap:
+            raise errors.QueueFull(limits.queue_cap)
+        return quota
+
+    async def _check_parent(self, conn: aiosqlite.Connection, request: JobRequest) -> None:
+        if request.parent_job_id is None or request.parent_index is None:
+            raise errors.InvalidParent()
+        query = 'SELECT kind, status, result FROM jobs WHERE id = :job_id'
+        row = await self._one(conn, query, {'job_id': request.parent_job_id})
+        if row is None or row['kind'] != IMAGINE or row['status'] != JobStatus.SUCCEEDED.value:
+            raise errors.InvalidParent()
+        candidates = (json.loads(row['result']) or {}).get('candidates', [])
+        if not any(c.get('index') == request.parent_index for c in candidates):
+            raise errors.InvalidParent(f'Job #{request.parent_job_id} has no candidate {request.parent_index + 1}.')
+
+    async def enqueue(self, request: JobRequest) -> Admission:
+        """Check every limit and insert the job in one transaction; raise an `AdmissionRefused` error if refused.
+
+        A `request_key` seen before returns the earlier job (`created=False`), so a retried command never
+        makes two jobs.
+        """
+        now = self._clock()
+        async with self._transaction() as conn:
+            settings, limits = await self._settings_and_limits(conn, request.guild_id, request.user_id)
+            row = None
+            if request.request_key is not None:
+                query = 'SELECT * FROM jobs WHERE request_key = :request_key'
+                row = await self._one(conn, query, {'request_key': request.request_key})
+            created = row is None
+            if created:
+                quota = await self._check_admission(conn, request, settings, limits, now)
+                query = """
+                    INSERT INTO jobs (kind, user_id, guild_id, channel_id, request_key, parent_job_id, parent_index,
+                                      compat_key, payload, priority, available_at, max_attempts, created_at)
+                    VALUES (:kind, :user_id, :guild_id, :channel_id, :request_key, :parent_job_id, :parent_index,
+                            :compat_key, :payload, :priority, :now, :max_attempts, :now)
+                    RETURNING *
+                """
+                params = {
+                    'kind': request.kind,
+                    'user_id': request.user_id,
+                    'guild_id': request.guild_id,
+                    'channel_id': request.channel_id,
+                    'request_key': request.request_key,
+                    'parent_job_id': request.parent_job_id,
+                    'parent_index': request.parent_index,
+                    'compat_key': request.compat_key,
+                    'payload': _dumps(dict(request.payload)),
+                    'priority': request.priority,
+                    'max_attempts': request.max_attempts or self.max_attempts,
+                    'now': now,
+                }
+                row = await self._one(conn, query, params)
+            job = Job.from_row(row)
+            position = await self._position(conn, job, now)
+            quota = await self._quota(conn, request.user_id, limits, now)
+        return Admission(job, created, position.ahead, position.eta_seconds, quota)
+
+    async def get(self, job_id: int) -> Job:
+        async with self._reading() as conn:
+            return await self._job(conn, job_id)
+
+    async def get_many(self, job_ids: Sequence[int]) -> list[Job]:
+        """The jobs that exist among `job_ids`, in id order (for a bot watching several)."""
+        query = 'SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id'
+        async with self._reading() as conn:
+            rows = await self._all(conn, query, {'ids': _dumps(list(job_ids))})
+        return [Job.from_row(row) for row in rows]
+
+    async def _position(self, conn: aiosqlite.Connection, job: Job, now: float) -> Position:
+        query = 'SELECT count(*) AS n FROM workers WHERE seen_at >= :since'
+        workers = (await self._one(conn, query, {'since': now - WORKER_ONLINE_SECONDS}))['n']
+        if job.status is not JobStatus.QUEUED:
+            return Position(0, 0.0 if job.status is JobStatus.RUNNING else None, workers)
+        query = f"""
+            WITH {ACTIVE_RANKED}
+            SELECT count(*) FILTER (WHERE a.status = 'queued'
+                                      AND (a.rk, -a.priority, a.last_start, a.id)
+                                          < (me.rk, -me.priority, me.last_start, me.id)) AS ahead,
+                   count(*) FILTER (WHERE a.status = 'running') AS running
+            FROM active AS a, active AS me
+            WHERE me.id = :job_id
+        """
+        row = await self._one(conn, query, {'job_id': job.id})
+        ahead, running = row['ahead'], row['running']
+        # A job's run_seconds is its share of its batch's wall time, so this average is time per job.
+        query = """
+            SELECT avg(run_seconds) AS per_job FROM (
+                SELECT run_seconds FROM jobs
+                WHERE status = 'succeeded' AND run_seconds IS NOT NULL
+                ORDER BY finished_at DESC LIMIT :recent
+            )
+        """
+        per_job = (await self._one(conn, query, {'recent': RECENT_RUNS_FOR_ETA}))['per_job']
+        eta = None if per_job is None or workers == 0 else per_job * ((ahead + running) / workers)
+        return Position(ahead, eta, workers)
+
+    async def position(self, job_id: int) -> Position:
+        """Jobs ahead in the claim order, and an ETA from recent run times and the workers online."""
+        now = self._clock()
+        async with self._reading() as conn:
+            return await self._position(conn, await self._job(conn, job_id), now)
+
+    async def cancel(self, job_id: int, *, by_user_id: int | None = None) -> Job:
+        """Cancel a queued job at once; ask the worker to stop a running one (it ends cancelled at its next check).
+
+        `by_user_id` must own the job; pass None for admins. Cancelling twice is harmless.
+        """
+        now = self._clock()
+        async with self._transaction() as conn:
+            job = await self._job(conn, job_id)
+            if by_user_id is not None and by_user_id != job.user_id:
+                raise errors.NotJobOwner()
+            if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                raise errors.JobAlreadyFinished(job_id, job.status.value)
+            query = """
+                UPDATE jobs SET status = 'cancelled', finished_at = :now
+                WHERE id = :job_id AND status = 'queued'
+            """
+            await conn.execute(query, {'job_id': job_id, 'now': now})
+            query = "UPDATE jobs SET cancel_requested = 1 WHERE id = :job_id AND status = 'running'"
+            await conn.execute(query, {'job_id': job_id})
+            return await self._job(conn, job_id)
+
+    async def user_jobs(self, user_id: int, *, active_only: bool = True, limit: int = 20) -> list[Job]:
+        """The user's jobs, newest first (only queued and running ones unless `active_only=False`)."""
+        query = """
+            SELECT * FROM jobs
+            WHERE user_id = :user_id AND (NOT :active_only OR status IN ('queued', 'running'))
+            ORDER BY id DESC LIMIT :limit
+        """
+        async with self._reading() as conn:
+            rows = await self._all(conn, query, {'user_id': user_id, 'active_only': active_only, 'limit': limit})
+        return [Job.from_row(row) for row in rows]
+
+    async def queue_snapshot(self, limit: int = 20) -> list[Job]:
+        """Running jobs, then queued ones in the order workers will take them."""
+        query = f"""
+            WITH {ACTIVE_RANKED}
+            SELECT jobs.* FROM active JOIN jobs USING (id)
+            ORDER BY CASE active.status WHEN 'running' THEN 0 ELSE 1 END,
+                     active.rk, active.priority DESC, active.last_start, active.id
+            LIMIT :limit
+        """
+        async with self._reading() as conn:
+            rows = await self._all(conn, query, {'limit': limit})
+        return [Job.from_row(row) for row in rows]
+
+    async def set_status_message(self, job_id: int, message_id: int) -> None:
+        """Remember the message the bot edits with this job's progress, so a restarted bot finds it."""
+        async with self._transaction() as conn:
+            query = 'UPDATE jobs SET status_message_id = :message_id WHERE id = :job_id'
+            await conn.execute(query, {'job_id': job_id, 'message_id': message_id})
+
+    async def _read_data_version(self) -> int:
+        async with self._lock:
+            return (await self._one(self._conn, 'PRAGMA data_version'))[0]
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Wait until another connection commits (True) or `timeout` passes (False). A hint: re-read after it.
+
+        The first call only records where the database stands and returns False at once.
+        """
+        version = await self._read_data_version()
+        if self._data_version is None:
+            self._data_version = version
+            return False
+        deadline = time.monotonic() + timeout
+        while version == self._data_version:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(self.poll_interval, remaining))
+            version = await self._read_data_version()
+        self._data_version = version
+        return True
+
+    # ---- worker side -----------------------------------------------------------------------------
+
+    async def register_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = """
+                INSERT INTO workers (id, info, started_at, seen_at) VALUES (:worker_id, :info, :now, :now)
+                ON CONFLICT (id) DO UPDATE SET info = excluded.info, seen_at = excluded.seen_at
+            """
+            await conn.execute(query, {'worker_id': worker_id, 'info': _dumps(dict(info)), 'now': now})
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute('DELETE FROM workers WHERE id = :worker_id', {'worker_id': worker_id})
+
+    async def workers_online(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        query = 'SELECT * FROM workers WHERE seen_at >= :since ORDER BY started_at'
+        async with self._reading() as conn:
+            rows = await self._all(conn, query, {'since': now - WORKER_ONLINE_SECONDS})
+        return [{**dict(row), 'info': json.loads(row['info'])} for row in rows]
+
+    async def _expire_leases(self, conn: aiosqlite.Connection, now: float) -> SweepReport:
+        """Jobs whose worker stopped renewing: back to the queue, or failed once they used every attempt.
+
+        A job that kills its worker every time (a "poison" job) ends here as failed after `max_attempts`,
+        instead of taking the queue down with it forever.
+        """
+        query = """
+            UPDATE jobs SET
+                status = CASE
+                    WHEN cancel_requested THEN 'cancelled'
+                    WHEN attempt - handbacks >= max_attempts THEN 'failed'
+                    ELSE 'queued' END,
+                error = CASE
+                    WHEN cancel_requested THEN error
+                    WHEN attempt - handbacks >= max_attempts
+                    THEN 'This job stopped its worker ' || (attempt - handbacks) || ' times, so it was given up. '
+                         || 'Try a different prompt or settings.'
+                    ELSE error END,
+                finished_at = CASE WHEN cancel_requested OR attempt - handbacks >= max_attempts THEN :now END,
+                available_at = :now,
+                worker_id = NULL,
+                lease_until = NULL
+            WHERE status = 'running' AND lease_until < :now
+            RETURNING id, status
+        """
+        rows = await self._all(conn, query, {'now': now})
+        report = SweepReport()
+        for row in rows:
+            {'queued': report.requeued, 'failed': report.failed, 'cancelled': report.cancelled}[row['status']].append(
+                row['id']
+            )
+        return report
+
+    async def claim(self, worker_id: str, caps: WorkerCaps, lease_seconds: float) -> list[Job]:
+        """Lease the next job in fair order, plus up to `caps.max_batch - 1` more with the same compat key.
+
+        Expired leases are put back first, in the same transaction, so no janitor is needed for liveness.
+        """
+        now = self._clock()
+        async with self._transaction() as conn:
+            await self._expire_leases(conn, now)
+            where, params = compat_filter(caps.compat_prefixes, 'a.compat_key')
+            query = f"""
+                WITH {ACTIVE_RANKED}
+                SELECT a.kind, a.compat_key FROM active AS a
+                WHERE a.status = 'queued' AND a.available_at <= :now AND {where}
+                ORDER BY {FAIR_ORDER}
+                LIMIT 1
+            """
+            head = await self._one(conn, query, {**params, 'now': now})
+            if head is None:
+                return []
+            batch = max(1, caps.max_batch) if head['kind'] in caps.batch_kinds else 1
+            # The status test is repeated outside the ranking on purpose: on PostgreSQL it must sit at the
+            # level of the locked rows (SCALE_OUT.md §4); here it is a cheap guard.
+            query = f"""
+                UPDATE jobs SET
+                    status = 'running', attempt = attempt + 1, worker_id = :worker_id, lease_until = :lease_until,
+                    started_at = :now, stage = NULL, step = NULL, total = NULL, preview_path = NULL, progress_at = NULL
+                WHERE status = 'queued' AND id IN (
+                    WITH {ACTIVE_RANKED}
+                    SELECT a.id FROM active AS a
+                    WHERE a.status = 'queued' AND a.available_at <= :now AND a.compat_key = :compat_key
+                    ORDER BY {FAIR_ORDER}
+                    LIMIT :batch
+                )
+                RETURNING *
+            """
+            params = {
+                'worker_id': worker_id,
+                'lease_until': now + lease_seconds,
+                'now': now,
+                'compat_key': head['compat_key'],
+                'batch': batch,
+            }
+            rows = await self._all(conn, query, params)
+            await self._seen(conn, worker_id, now)
+        return sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)
+
+    async def _seen(self, conn: aiosqlite.Connection, worker_id: str, now: float) -> None:
+        await conn.execute('UPDATE workers SET seen_at = :now WHERE id = :worker_id', {'worker_id': worker_id, 'now': now})
+
+    _FENCE = "id = :job_id AND attempt = :attempt AND worker_id = :worker_id AND status = 'running'"
+
+    @staticmethod
+    def _fence_params(lease: Lease) -> dict[str, Any]:
+        return {'job_id': lease.job_id, 'attempt': lease.attempt, 'worker_id': lease.worker_id}
+
+    async def renew(self, leases: Sequence[Lease], lease_seconds: float) -> list[Ack]:
+        """Extend each lease; an `Ack` per lease says whether it still holds and whether a cancel was asked."""
+        now = self._clock()
+        acks = []
+        async with self._transaction() as conn:
+            for lease in leases:
+                query = f'UPDATE jobs SET lease_until = :lease_until WHERE {self._FENCE} RETURNING cancel_requested'
+                row = await self._one(conn, query, {**self._fence_params(lease), 'lease_until': now + lease_seconds})
+                acks.append(Ack(False) if row is None else Ack(True, bool(row['cancel_requested'])))
+            if leases:
+                await self._seen(conn, leases[0].worker_id, now)
+        return acks
+
+    async def progress(self, lease: Lease, progress: Progress, lease_seconds: float) -> Ack:
+        """Record the stage, step n/N and preview, and renew the lease. Call it about once a second at most."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = f"""
+                UPDATE jobs SET lease_until = :lease_until, stage = :stage, step = :step, total = :total,
+                                preview_path = coalesce(:preview_path, preview_path), progress_at = :now
+                WHERE {self._FENCE}
+                RETURNING cancel_requested
+            """
+            params = {
+                **self._fence_params(lease),
+                'lease_until': now + lease_seconds,
+                'stage': progress.stage,
+                'step': progress.step,
+                'total': progress.total,
+                'preview_path': progress.preview_path,
+                'now': now,
+            }
+            row = await self._one(conn, query, params)
+            await self._seen(conn, lease.worker_id, now)
+        return Ack(False) if row is None else Ack(True, bool(row['cancel_requested']))
+
+    async def complete(self, lease: Lease, result: Mapping[str, Any], run_seconds: float) -> JobStatus | None:
+        """Store the result summary. Returns the final status (cancelled if a cancel came in meanwhile), or
+        None when fenced off: the lease was lost, and the caller must discard its files."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = f"""
+                UPDATE jobs SET
+                    status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'succeeded' END,
+                    result = CASE WHEN cancel_requested THEN NULL ELSE :result END,
+                    error = NULL, finished_at = :now, run_seconds = :run_seconds, lease_until = NULL
+                WHERE {self._FENCE}
+                RETURNING status
+            """
+            params = {**self._fence_params(lease), 'result': _dumps(dict(result)), 'run_seconds': run_seconds, 'now': now}
+            row = await self._one(conn, query, params)
+        return None if row is None else JobStatus(row['status'])
+
+    async def fail(self, lease: Lease, error: str, *, retryable: bool, retry_after: float = 0.0) -> JobStatus | None:
+        """The run failed. Retryable errors go back to the queue while attempts are left; returns the new
+        status, or None when fenced off. `error` is shown to the user, so keep it a plain sentence."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = f'SELECT attempt, handbacks, max_attempts, cancel_requested FROM jobs WHERE {self._FENCE}'
+            row = await self._one(conn, query, self._fence_params(lease))
+            if row is None:
+                return None
+            if row['cancel_requested']:
+                status = JobStatus.CANCELLED
+            elif retryable and row['attempt'] - row['handbacks'] < row['max_attempts']:
+                status = JobStatus.QUEUED
+            else:
+                status = JobStatus.FAILED
+            query = f"""
+                UPDATE jobs SET status = :status, error = :error, available_at = :available_at,
+                                finished_at = :finished_at, worker_id = NULL, lease_until = NULL
+                WHERE {self._FENCE}
+            """
+            params = {
+                **self._fence_params(lease),
+                'status': status.value,
+                'error': error,
+                'available_at': now + retry_after,
+                'finished_at': now if status.is_final else None,
+            }
+            await conn.execute(query, params)
+        return status
+
+    async def finish_cancelled(self, lease: Lease) -> bool:
+        """The worker stopped the job because a cancel was asked."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = f"UPDATE jobs SET status = 'cancelled', finished_at = :now, lease_until = NULL WHERE {self._FENCE}"
+            cursor = await conn.execute(query, {**self._fence_params(lease), 'now': now})
+            return cursor.rowcount > 0
+
+    async def release(self, lease: Lease) -> bool:
+        """Hand a job back untouched (worker shutting down): queued again, and the attempt does not count."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = f"""
+                UPDATE jobs SET
+                    status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+                    finished_at = CASE WHEN cancel_requested THEN :now END,
+                    handbacks = handbacks + 1, available_at = :now, worker_id = NULL, lease_until = NULL
+                WHERE {self._FENCE}
+            """
+            cursor = await conn.execute(query, {**self._fence_params(lease), 'now': now})
+            return cursor.rowcount > 0
+
+    # ---- delivery --------------------------------------------------------------------------------
+
+    async def undelivered(self, limit: int = 50) -> list[Job]:
+        """Finished jobs not yet posted, oldest first."""
+        query = """
+            SELECT * FROM jobs
+            WHERE delivered_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
+            ORDER BY id LIMIT :limit
+        """
+        async with self._reading() as conn:
+            rows = await self._all(conn, query, {'limit': limit})
+        return [Job.from_row(row) for row in rows]
+
+    async def claim_deliveries(self, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Lease up to `limit` finished, unposted jobs to one poster; another poster skips them until the
+        lease expires. Post with `job.delivery_nonce`, then `mark_delivered`."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = """
+                UPDATE jobs SET delivery_owner = :owner, delivery_attempt = delivery_attempt + 1,
+                                delivery_until = :delivery_until
+                WHERE id IN (
+                    SELECT id FROM jobs
+                    WHERE delivered_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
+                      AND (delivery_until IS NULL OR delivery_until < :now)
+                    ORDER BY id LIMIT :limit
+                )
+                RETURNING *
+            """
+            params = {'owner': owner, 'delivery_until': now + lease_seconds, 'now': now, 'limit': limit}
+            rows = await self._all(conn, query, params)
+        jobs = sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)
+        return [Delivery(job, owner, job.delivery_attempt, now + lease_seconds) for job in jobs]
+
+    async def mark_delivered(self, delivery: Delivery, message_id: int | None) -> bool:
+        """Record the post. False: this delivery lease was lost (another poster took the job over)."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            query = """
+                UPDATE jobs SET delivered_at = :now, result_message_id = :message_id, delivery_until = NULL
+                WHERE id = :job_id AND delivery_owner = :owner AND delivery_attempt = :attempt AND delivered_at IS NULL
+            """
+            params = {
+                'now': now,
+                'message_id': message_id,
+                'job_id': delivery.job.id,
+                'owner': delivery.owner,
+                'attempt': delivery.attempt,
+            }
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount > 0
+
+    # ---- maintenance -----------------------------------------------------------------------------
+
+    async def sweep(self) -> SweepReport:
+        """Expire stale leases (claims do this too) and forget workers long gone. Safe to run any time."""
+        now = self._clock()
+        async with self._transaction() as conn:
+            report = await self._expire_leases(conn, now)
+            query = 'DELETE FROM workers WHERE seen_at < :before'
+            cursor = await conn.execute(query, {'before': now - WORKER_FORGET_SECONDS})
+        return SweepReport(report.requeued, report.failed, report.cancelled, cursor.rowcount)
