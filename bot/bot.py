@@ -1,0 +1,131 @@
+"""`EDalleBot`: the discord.py client, its intents, extensions, components and error handlers.
+
+Resources come in through the constructor (discord.py's `advanced_startup.py`): the launcher opens the
+job store and builds `Settings`, tests build both by hand. The bot never imports jax, torch or model
+code (`tests/test_bot_units.py` checks), so nothing can stall its event loop; the GPU work happens in
+worker processes that share only the SQLite job store with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.delivery import Courier
+from bot.errors import report_interaction_error
+from bot.settings import Settings
+from bot.utils.views import DYNAMIC_ITEMS
+
+if TYPE_CHECKING:
+    from edalle.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+INITIAL_EXTENSIONS = (
+    'bot.cogs.errors',
+    'bot.cogs.imagine',
+    'bot.cogs.expand',
+    'bot.cogs.jobs',
+    'bot.cogs.admin',
+)
+COMMANDS_HASH_FILE = 'slash-commands.sha256'  # in the data dir: what was last synced, so restarts don't re-sync
+
+
+def use_discord_endpoints(api_base: str | None, gateway_url: str | None) -> None:
+    """Point discord.py at a Discord-compatible server (DISCORD_API_BASE, DISCORD_GATEWAY_URL).
+
+    `Route.BASE` is read whenever a request is built, and a non-sharded client never asks `/gateway/bot`,
+    so both class attributes must be set, before `login()`.
+    """
+    if api_base:
+        discord.http.Route.BASE = api_base.rstrip('/')
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def intents() -> discord.Intents:
+    """Default intents plus Message Content (privileged: enable it in the Developer Portal) for `.imagine`."""
+    wanted = discord.Intents.default()
+    wanted.message_content = True
+    return wanted
+
+
+class EDalleBot(commands.Bot):
+    """The bot: text commands with `settings.prefix`, slash commands, persistent components, a result courier."""
+
+    def __init__(self, *, settings: Settings, store: JobStore, worker_status: Any = None) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned_or(settings.prefix),
+            intents=intents(),
+            help_command=commands.DefaultHelpCommand(no_category='Commands'),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
+            guild_ready_timeout=settings.guild_ready_timeout,
+            activity=discord.Game(name=f'{settings.prefix}imagine <prompt>'),
+        )
+        self.settings = settings
+        self.store = store
+        self.worker_status = worker_status  # the supervisor when this process runs the worker (for .queue)
+        self.courier = Courier(self)
+
+    async def login(self, token: str) -> None:
+        use_discord_endpoints(self.settings.api_base, self.settings.gateway_url)
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        for extension in INITIAL_EXTENSIONS:
+            await self.load_extension(extension)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.tree.on_error = self.on_app_command_error
+        await self.sync_commands()
+        self.courier.start()
+
+    async def close(self) -> None:
+        await self.courier.stop()
+        await super().close()
+
+    async def on_ready(self) -> None:
+        log.info('connected as %s (id %s) to %d server(s)', self.user, getattr(self.user, 'id', '?'), len(self.guilds))
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: discord.app_commands.AppCommandError
+    ) -> None:
+        """Pure slash commands' errors (hybrid ones go through `on_command_error` in the errors cog)."""
+        name = interaction.command.qualified_name if interaction.command else '?'
+        await report_interaction_error(interaction, error, context=f'/{name} for user {interaction.user.id}')
+
+    # -- slash command sync -----------------------------------------------------------------------------------
+
+    def _commands_fingerprint(self) -> str:
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        blob = json.dumps({'guild': self.settings.dev_guild_id, 'commands': payload}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands when they changed since the last sync (or always/never, per settings).
+
+        Discord rate-limits syncs and global ones take a while to spread, so the bot remembers a fingerprint
+        of what it synced in the data dir rather than syncing on every start.
+        """
+        mode = self.settings.sync_commands
+        if mode == 'never':
+            return
+        guild = None
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+        fingerprint = self._commands_fingerprint()
+        marker = self.settings.data_dir / COMMANDS_HASH_FILE
+        if mode == 'auto' and marker.is_file() and marker.read_text().strip() == fingerprint:
+            log.debug('slash commands unchanged since the last sync')
+            return
+        synced = await self.tree.sync(guild=guild)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint)
+        log.info('synced %d slash command(s) %s', len(synced), f'to server {guild.id}' if guild else 'globally')

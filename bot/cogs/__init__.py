@@ -1,0 +1,1 @@
+"""One cog per feature area: imagine, expand, jobs, admin, errors."""

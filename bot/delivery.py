@@ -1,0 +1,241 @@
+"""The courier: watches the job store, edits status messages with progress, posts every result once.
+
+Results go out with the bot token as channel messages (never through an interaction token, which dies
+after 15 minutes), so a job that waited an hour in the queue still arrives. Exactly once, across
+crashes and restarts:
+
+- the store leases each finished, undelivered job to one poster (`claim_deliveries`), and the post is
+  recorded with `mark_delivered`; a restarted bot simply finds the unrecorded ones again;
+- a result normally *replaces* the job's status message (an edit: doing it twice changes nothing);
+  when that message is gone, the result is a new message sent with the job's `delivery_nonce` and
+  `enforce_nonce`, so a retry after a crash between sending and recording returns the first message;
+- when the channel refuses (permissions), the result goes to the member by DM.
+
+Progress edits are throttled to one per message every `progress_seconds`, and expand previews to one
+every `preview_seconds` (Discord allows about 5 edits per 5 s per channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.errors import new_error_id
+from bot.utils import render, results
+from bot.utils.images import Upload, load_upload, upload_limit
+from bot.utils.views import expanded_view, grid_view, status_view
+from edalle.jobs import EXPAND, IMAGINE, Delivery, Job, JobStatus
+
+if TYPE_CHECKING:
+    from bot.bot import EDalleBot
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EDIT_AGE_LIMIT = 55 * 60.0  # Discord refuses edits of messages older than an hour in busy channels (30046)
+MAX_DELIVERY_ATTEMPTS = 8  # past this a result that cannot be posted anywhere is recorded as undeliverable
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class _Shown:
+    """What a status message shows now, to skip edits that would change nothing."""
+
+    text: str = ''
+    edited_at: float = 0.0
+    preview: str | None = None
+    preview_at: float = 0.0
+
+
+@dataclass
+class Outgoing:
+    """One message to post: text, files, components."""
+
+    content: str
+    uploads: list[Upload] = field(default_factory=list)
+    view: discord.ui.View | None = None
+
+    def files(self) -> list[discord.File]:
+        return [upload.file() for upload in self.uploads]
+
+
+class Courier:
+    def __init__(self, bot: EDalleBot) -> None:
+        self.bot = bot
+        self.owner = f'bot:{os.getpid()}:{secrets.token_hex(3)}'
+        self._task: asyncio.Task[None] | None = None
+        self._shown: dict[int, _Shown] = {}
+        self.delivered: list[int] = []  # job ids this process posted (tests and logs)
+
+    @property
+    def settings(self) -> Settings:
+        return self.bot.settings
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name='edalle-courier')
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        await self.bot.wait_until_ready()
+        backoff = 1.0
+        while not self.bot.is_closed():
+            try:
+                await self.tick()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database or Discord outage: keep going, slower
+                log.exception('courier: a round failed; trying again in %.0f s', backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+            await self.bot.store.wait_for_change(POLL_SECONDS)
+
+    async def tick(self) -> None:
+        """One round: post finished jobs, then refresh the status of active ones."""
+        deliveries = await self.bot.store.claim_deliveries(self.owner, 10, self.settings.delivery_lease_seconds)
+        for delivery in deliveries:
+            await self._deliver_one(delivery)
+        await self._refresh_progress()
+
+    # -- results ----------------------------------------------------------------------------------------------
+
+    async def _deliver_one(self, delivery: Delivery) -> None:
+        job = delivery.job
+        try:
+            message_id = await self.post_result(job)
+        except Exception as exc:
+            if delivery.attempt < MAX_DELIVERY_ATTEMPTS and not isinstance(exc, (FileNotFoundError, discord.Forbidden)):
+                # Left leased: another round (or a restarted bot) tries again when the lease runs out.
+                log.warning('job %s: posting the result failed (attempt %d): %r', job.id, delivery.attempt, exc)
+                return
+            log.error('error %s: job %s could not be delivered; giving up', new_error_id(), job.id, exc_info=exc)
+            message_id = None
+        if await self.bot.store.mark_delivered(delivery, message_id):
+            self.delivered.append(job.id)
+            log.info('job %s (%s, %s) delivered as message %s', job.id, job.kind, job.status.value, message_id)
+        self._shown.pop(job.id, None)
+
+    async def outgoing_result(self, job: Job) -> Outgoing:
+        """The message a finished job becomes (also used by `.job` to re-post it)."""
+        data_dir = self.settings.data_dir
+        limit = upload_limit(self.bot.get_guild(job.guild_id) if job.guild_id else None, self.settings.max_upload_bytes)
+        if job.status is JobStatus.SUCCEEDED and job.kind == IMAGINE:
+            found = results.candidates(job, data_dir)
+            upload = await load_upload(results.grid_path(job, data_dir), limit, f'job-{job.id}-grid.png')
+            text = render.imagine_result(job, data_dir) + _reencoded_note(upload)
+            return Outgoing(text, [upload], grid_view(job.id, len(found)))
+        if job.status is JobStatus.SUCCEEDED and job.kind == EXPAND:
+            path = results.expanded_path(job, data_dir)
+            if path is None:
+                raise FileNotFoundError(f'job {job.id} has no output path in its result')
+            upload = await load_upload(path, limit, f'job-{job.id}-expanded.png')
+            return Outgoing(render.expand_result(job) + _reencoded_note(upload), [upload], expanded_view(job.id))
+        if job.status is JobStatus.FAILED:
+            return Outgoing(render.failed(job))
+        if job.status is JobStatus.CANCELLED:
+            return Outgoing(render.cancelled(job))
+        return Outgoing(render.progress(job, None), [], status_view(job.id))
+
+    async def post_result(self, job: Job) -> int | None:
+        outgoing = await self.outgoing_result(job)
+        channel = self.bot.get_partial_messageable(job.channel_id or 0, guild_id=job.guild_id)
+        if job.status_message_id is not None:
+            try:
+                message = channel.get_partial_message(job.status_message_id)
+                await message.edit(content=outgoing.content, attachments=outgoing.files(), view=outgoing.view)
+                return job.status_message_id
+            except discord.NotFound:
+                log.info('job %s: its status message is gone; posting the result as a new message', job.id)
+            except discord.HTTPException as exc:  # too old to edit (30046), or no longer allowed to edit
+                log.info('job %s: could not edit its status message (%s); posting a new one', job.id, exc)
+        if job.channel_id is None:  # no channel recorded: straight to DMs
+            return await self._post_by_dm(job, outgoing)
+        try:
+            sent = await channel.send(
+                outgoing.content,
+                files=outgoing.files(),
+                view=outgoing.view or discord.utils.MISSING,
+                nonce=job.delivery_nonce,
+            )
+            return sent.id
+        except discord.Forbidden:
+            return await self._post_by_dm(job, outgoing)
+
+    async def _post_by_dm(self, job: Job, outgoing: Outgoing) -> int | None:
+        user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
+        note = f'\n(I could not post this in <#{job.channel_id}>: I am missing permissions there.)' if job.channel_id else ''
+        sent = await user.send(
+            outgoing.content + note,
+            files=outgoing.files(),
+            view=outgoing.view or discord.utils.MISSING,
+            nonce=job.delivery_nonce,
+        )
+        log.info('job %s: posted to the member by DM (channel %s refused)', job.id, job.channel_id)
+        return sent.id
+
+    # -- progress ---------------------------------------------------------------------------------------------
+
+    async def _refresh_progress(self) -> None:
+        active = await self.bot.store.queue_snapshot(limit=200)
+        ahead = 0
+        now = time.monotonic()
+        alive = set()
+        for job in active:
+            position = ahead if job.status is JobStatus.QUEUED else None
+            if job.status is JobStatus.QUEUED:
+                ahead += 1
+            if job.status_message_id is None:
+                continue
+            alive.add(job.id)
+            if time.time() - discord.utils.snowflake_time(job.status_message_id).timestamp() > EDIT_AGE_LIMIT:
+                continue
+            shown = self._shown.setdefault(job.id, _Shown(edited_at=now))  # the first text was posted just now
+            text = render.progress(job, position)
+            preview = job.preview_path if job.kind == EXPAND else None
+            new_preview = (
+                preview is not None and preview != shown.preview and now - shown.preview_at >= self.settings.preview_seconds
+            )
+            if (text == shown.text and not new_preview) or now - shown.edited_at < self.settings.progress_seconds:
+                continue
+            await self._edit_progress(job, text, preview if new_preview else None)
+            shown.text, shown.edited_at = text, now
+            if new_preview:
+                shown.preview, shown.preview_at = preview, now
+        for job_id in set(self._shown) - alive:
+            self._shown.pop(job_id, None)
+
+    async def _edit_progress(self, job: Job, text: str, preview: str | None) -> None:
+        channel = self.bot.get_partial_messageable(job.channel_id or 0, guild_id=job.guild_id)
+        message = channel.get_partial_message(job.status_message_id or 0)
+        kwargs: dict = {}
+        if preview is not None:
+            path = self.settings.data_dir / preview
+            if path.is_file():
+                limit = upload_limit(
+                    self.bot.get_guild(job.guild_id) if job.guild_id else None, self.settings.max_upload_bytes
+                )
+                kwargs['attachments'] = [(await load_upload(path, limit, f'job-{job.id}-preview.png')).file()]
+        try:
+            await message.edit(content=text, view=status_view(job.id), **kwargs)
+        except discord.HTTPException as exc:  # deleted, too old, no access: progress is a courtesy, the result is not
+            log.info('job %s: progress edit failed: %s', job.id, exc)
+
+
+def _reencoded_note(upload: Upload) -> str:
+    return "\n(Re-encoded as JPEG to fit this server's upload limit.)" if upload.reencoded else ''

@@ -1,0 +1,1 @@
+"""Helpers shared by the cogs: custom ids, components, checks, prompt and image handling, message text."""
