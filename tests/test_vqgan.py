@@ -33,7 +33,7 @@ TOLERANCE = 1e-4  # float32 re-association (fused attention, silu) between two c
 
 
 @pytest.fixture(autouse=True)
-def vqgan_deterministic_threads():
+def vqgan_seeded():
     torch.manual_seed(0)
     yield
 
