@@ -1,0 +1,248 @@
+"""The bot's pure parts, without Discord: custom ids, settings, prompts, ratios, images, errors, supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import discord
+import pytest
+from discord.ext import commands
+
+from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
+from bot.launcher import NO_TOKEN, preflight
+from bot.settings import Settings, SettingsError, read_env_file
+from bot.supervisor import Backoff, WorkerSupervisor
+from bot.utils import custom_ids
+from bot.utils.images import fit_bytes
+from bot.utils.prompts import check_blocked, clean_prompt, fold
+from bot.utils.ratios import OTHER_RATIOS, check_ratio
+from bot.utils.views import DYNAMIC_ITEMS, candidate_view, grid_view, status_view
+from edalle.errors import EdalleError, QuotaExceeded
+
+REPO = Path(__file__).resolve().parents[1]
+BIG = 10**19 - 1  # the largest id the templates accept (SQLite rowids are below 2**63)
+
+
+# -- custom ids ---------------------------------------------------------------------------------------------
+
+
+def every_kind_of_id() -> list[str]:
+    ids = []
+    for job, index in itertools.product((1, 42, BIG), (0, 8, 99)):
+        ids += [
+            custom_ids.pick(job, index),
+            custom_ids.reroll(job),
+            custom_ids.cancel(job),
+            custom_ids.expand(job, index, 16, 9),
+            custom_ids.expand(job, index, 99, 99),
+            custom_ids.ratios(job, index),
+            custom_ids.info(job, index),
+        ]
+    return ids
+
+
+def test_every_id_matches_exactly_one_template_and_fits_discord() -> None:
+    templates = [re.compile(t) for t in custom_ids.TEMPLATES.values()]
+    for custom_id in every_kind_of_id():
+        assert len(custom_id) <= custom_ids.MAX_LENGTH
+        matching = [t.pattern for t in templates if t.fullmatch(custom_id)]
+        assert len(matching) == 1, (custom_id, matching)
+
+
+def test_dynamic_items_use_the_templates_and_ids_round_trip() -> None:
+    assert {item.__discord_ui_compiled_template__.pattern for item in DYNAMIC_ITEMS} == set(custom_ids.TEMPLATES.values())
+    action, match = custom_ids.parse(custom_ids.expand(12, 3, 9, 16))
+    assert (action, match['job_id'], match['index'], match['width'], match['height']) == ('expand', '12', '3', '9', '16')
+    assert custom_ids.parse('persistent_view:green') is None
+    assert custom_ids.parse('ed:pick:12:3:extra') is None
+
+
+def test_views_fit_discord_rows_and_every_item_is_persistent() -> None:
+    for view in (grid_view(7, 9), candidate_view(7, 0), status_view(7)):
+        assert view.timeout is None and view.is_persistent()
+        rows = view.to_components()
+        assert len(rows) <= 5 and all(len(row['components']) <= 5 for row in rows)
+    grid = [c['custom_id'] for row in grid_view(7, 9).to_components() for c in row['components']]
+    assert grid == [custom_ids.pick(7, i) for i in range(9)] + [custom_ids.reroll(7), custom_ids.cancel(7)]
+
+
+def test_message_target_reads_the_job_behind_a_message() -> None:
+    grid = [custom_ids.pick(5, i) for i in range(9)] + [custom_ids.reroll(5)]
+    candidate = [custom_ids.expand(5, 2, 16, 9), custom_ids.info(5, 2), custom_ids.ratios(5, 2)]
+    assert custom_ids.message_target(grid) == ('grid', 5, None)
+    assert custom_ids.message_target(candidate) == ('candidate', 5, 2)
+    assert custom_ids.message_target([custom_ids.cancel(5)]) is None
+    assert custom_ids.message_target(['something:else']) is None
+
+
+# -- settings -----------------------------------------------------------------------------------------------
+
+
+def test_env_file_reader(tmp_path: Path) -> None:
+    env = tmp_path / '.env'
+    env.write_text(
+        textwrap.dedent(
+            """\
+            # a comment
+            DISCORD_TOKEN=abc.def  # trailing comment
+            export EDALLE_PREFIX='!'
+            EDALLE_WORKER_ARGS="--batch 4 --lease-seconds 30"
+            EMPTY=
+            not a line
+            """
+        )
+    )
+    values = read_env_file(env)
+    assert values == {
+        'DISCORD_TOKEN': 'abc.def',
+        'EDALLE_PREFIX': '!',
+        'EDALLE_WORKER_ARGS': '--batch 4 --lease-seconds 30',
+        'EMPTY': '',
+    }
+    settings = Settings.from_env(values)
+    assert settings.prefix == '!' and settings.worker_args == ('--batch', '4', '--lease-seconds', '30')
+    assert settings.database == Path('data') / 'edalle.db' and settings.run_worker
+    assert 'abc.def' not in repr(settings)
+
+
+def test_bad_settings_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match='EDALLE_WORKER'):
+        Settings.from_env({'EDALLE_WORKER': 'maybe'})
+    with pytest.raises(SettingsError, match='EDALLE_PROGRESS_SECONDS'):
+        Settings.from_env({'EDALLE_PROGRESS_SECONDS': 'soon'})
+    with pytest.raises(SettingsError, match='EDALLE_SYNC_COMMANDS'):
+        Settings.from_env({'EDALLE_SYNC_COMMANDS': 'sometimes'})
+
+
+def test_preflight_names_the_fix(tmp_path: Path) -> None:
+    assert preflight(Settings(token='')) == NO_TOKEN
+    problem = preflight(Settings(token='x', data_dir=tmp_path, preset='mini'))
+    assert problem is not None and 'edalle models download --preset mini' in problem and '--no-worker' in problem
+    assert preflight(Settings(token='x', data_dir=tmp_path, preset='mini', run_worker=False)) is None
+    assert preflight(Settings(token='x', data_dir=tmp_path, preset='tiny')) is None  # generated on first use
+
+
+# -- prompts and ratios -------------------------------------------------------------------------------------
+
+
+def test_blocked_words_are_whole_words_ignoring_case_and_accents() -> None:
+    assert fold('Ça Va CAFÉ') == 'ca va cafe'
+    with pytest.raises(BlockedWord, match='“café”'):
+        check_blocked('a CAFE at night', ['café'])
+    with pytest.raises(BlockedWord, match='gore'):
+        check_blocked('lots of Göre!', ['gore'])
+    check_blocked('a cafeteria', ['café'])  # not a whole word
+    check_blocked('anything', [])
+
+
+def test_long_prompts_are_cut_at_a_word_and_flagged() -> None:
+    assert clean_prompt('  a   red\n fox ', 200) == ('a red fox', False)
+    prompt, cut = clean_prompt('word ' * 100, 50)
+    assert cut and len(prompt) <= 50 and prompt.endswith('word')
+
+
+def test_ratios_are_checked_with_examples() -> None:
+    assert check_ratio('16:9') == (16, 9)
+    assert check_ratio('9x16') == (9, 16)
+    for width, height, _ in OTHER_RATIOS:
+        assert check_ratio(f'{width}:{height}') == (width, height)
+    for bad in ('1:1', '10:1', 'wide', '0:3'):
+        with pytest.raises(EdalleError, match='16:9'):
+            check_ratio(bad)
+
+
+def test_the_bot_never_imports_model_code() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import bot.bot, bot.launcher, bot.cogs.imagine, bot.cogs.expand, bot.cogs.jobs, bot.cogs.admin, bot.cogs.errors
+        from bot.utils.ratios import check_ratio
+        check_ratio('16:9')
+        heavy = [m for m in ('jax', 'torch', 'flax', 'open_clip', 'edalle.engine', 'edalle.worker') if m in sys.modules]
+        print(heavy)
+        """
+    )
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
+# -- images and errors --------------------------------------------------------------------------------------
+
+
+def test_a_picture_over_the_upload_limit_is_reencoded_under_it() -> None:
+    from PIL import Image
+
+    noise = Image.effect_noise((448, 256), 80).convert('RGB')
+    buffer = io.BytesIO()
+    noise.save(buffer, format='PNG')
+    data = buffer.getvalue()
+    assert fit_bytes(data, 'a.png', len(data)).data == data
+    upload = fit_bytes(data, 'a.png', 20_000)
+    assert upload.reencoded and upload.filename == 'a.jpg' and len(upload.data) <= 20_000
+    with Image.open(io.BytesIO(upload.data)) as image:
+        assert image.format == 'JPEG'
+
+
+def test_errors_reach_members_as_sentences_or_ids(caplog: pytest.LogCaptureFixture) -> None:
+    quota = QuotaExceeded('imagine', 5, resets_at=1_800_000_000 + 3600, now=1_800_000_000)
+    assert user_message(commands.CommandInvokeError(quota), context='test') == str(quota)
+    token = 'MTA' + 'x' * 23 + '.AbCdEf.' + 'y' * 30
+    text = user_message(RuntimeError(f'boom with {token}'), context='test')
+    match = re.search(r'error `([0-9a-f]{8})`', text)
+    assert match and 'boom' not in text and 'Traceback' not in text
+    assert any(match[1] in r.getMessage() and r.exc_info for r in caplog.records)
+    assert token not in redact(f'token {token} in https://x/api/v10/webhooks/1/secret-token')
+    assert 'secret-token' not in redact('https://x/api/v10/webhooks/1/secret-token')
+    assert isinstance(
+        unwrap(commands.HybridCommandError(discord.app_commands.CommandInvokeError(_cmd(), NotAdmin()))), NotAdmin
+    )
+
+
+def _cmd() -> discord.app_commands.Command:
+    async def noop(interaction: discord.Interaction) -> None:
+        pass
+
+    return discord.app_commands.Command(name='noop', description='x', callback=noop)
+
+
+# -- the supervisor -----------------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_and_resets_after_a_healthy_run() -> None:
+    backoff = Backoff(first=1, cap=8, healthy_after=60)
+    assert [backoff.next_delay(1) for _ in range(5)] == [1, 2, 4, 8, 8]
+    assert backoff.next_delay(61) == 1
+
+
+def test_supervisor_restarts_a_dying_worker_and_stops_a_live_one(tmp_path: Path) -> None:
+    async def main() -> None:
+        crashing = WorkerSupervisor([sys.executable, '-c', 'raise SystemExit(3)'], backoff=Backoff(first=0.05, cap=0.1))
+        await crashing.start()
+        for _ in range(100):
+            if crashing.restarts >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert crashing.restarts >= 2
+        await crashing.stop()
+
+        marker = tmp_path / 'stopped'
+        code = (
+            'import signal, sys, time\n'
+            f'signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, "w").close(), sys.exit(0)))\n'
+            'time.sleep(60)'
+        )
+        sleeper = WorkerSupervisor([sys.executable, '-c', code], stop_timeout=10)
+        await sleeper.start()
+        await asyncio.sleep(0.3)
+        assert sleeper.running
+        assert await sleeper.stop() == 0 and marker.exists() and not sleeper.running
+
+    asyncio.run(main())
