@@ -26,7 +26,9 @@ class UserError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    # Libraries (jax, open_clip) log chatter at INFO; only our own INFO lines are worth showing.
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    logging.getLogger('edalle').setLevel(logging.DEBUG if args.debug else logging.INFO)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -113,27 +115,29 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 class StageBars:
-    """One tqdm bar per engine stage, on stderr; stages arrive as progress callbacks."""
+    """One progress bar on stderr that follows the engine's stages ('sample 128/256', …)."""
 
     def __init__(self) -> None:
-        self._bars: dict[str, Any] = {}
+        self._bar: Any = None
+        self._stage: str | None = None
 
     def __enter__(self) -> StageBars:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for bar in self._bars.values():
-            bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
     def update(self, stage: str, done: int, total: int, preview: Any = None) -> None:
         from tqdm import tqdm
 
-        bar = self._bars.get(stage)
-        if bar is None:
-            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True, dynamic_ncols=True)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if stage != self._stage:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True, leave=False)
+            self._stage = stage
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
 
 
 # --------------------------------------------------------------------------- expand

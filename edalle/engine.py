@@ -236,6 +236,8 @@ class Engine:
 
     def _sample(self, prompts: list[Any], seeds: list[int], counts: list[int], report: Progress) -> list[np.ndarray]:
         """Token grids per request, (n, 256) each. Requests with equal n go in one compiled call."""
+        import jax.numpy as jnp
+
         from edalle.models.sampling import SamplingSettings, generate_image_tokens
 
         out: list[np.ndarray | None] = [None] * len(prompts)
@@ -255,8 +257,8 @@ class Engine:
                 candidate_seeds,
                 n,
                 SamplingSettings(),
-                dtype=self.dtype,
-                codebook_size=self.vqgan.codebook.shape[0],
+                dtype=jnp.dtype(self.dtype),
+                codebook_count=self.vqgan.codebook.shape[0],
                 progress=lambda done, total: report('sample', done, total, None),
             )
             for row, i in enumerate(members):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,14 @@ def write_imagine_result(result: ImagineResult, directory: Path, extra: dict[str
         'timings': {k: round(v, 4) for k, v in result.timings.items()},
         **(extra or {}),
     }
-    write_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    write_atomic(directory / MANIFEST_NAME, manifest_json(manifest).encode())
     return manifest
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    """Indented JSON with each list of numbers on one line: a token grid reads as 16 rows."""
+    text = json.dumps(manifest, indent=1)
+    return re.sub(r'\[\s*(-?\d[\d\s,.-]*?)\s*\]', lambda m: '[' + re.sub(r'\s+', ' ', m.group(1)) + ']', text)
 
 
 @dataclass(frozen=True)
