@@ -111,7 +111,8 @@ def test_sample_loop_draws_only_from_the_top_k():
 
 
 def test_bucket_sizes():
-    assert [bucket_size(n) for n in (1, 2, 3, 5, 8, 9, 64, 65, 130)] == [1, 2, 4, 8, 8, 16, 64, 128, 192]
+    assert [bucket_size(n) for n in (1, 2, 3, 5, 9, 10, 17, 64, 65, 130)] == [1, 2, 4, 9, 9, 16, 32, 64, 128, 192]
+    assert bucket_size(2, (2, 4)) == 2 and bucket_size(5, (2, 4)) == 8
 
 
 @pytest.fixture(scope='module')
@@ -147,12 +148,12 @@ def generate(tiny: dict, rows: slice, seeds, candidate_count: int, **kwargs) -> 
 
 def test_tiny_seeds_are_deterministic_and_batch_independent(tiny):
     seeds = [[11, 12, 13], [21, 22, 23]]
-    batch = generate(tiny, slice(0, 2), seeds, 3)  # 6 rows: bucket 8
+    batch = generate(tiny, slice(0, 2), seeds, 3)  # 6 rows: bucket 9, prompts bucket 4
     assert batch.shape == (2, 3, CONFIG.image_length) and batch.dtype == np.int32
     assert batch.min() >= 0 and batch.max() < CONFIG.image_vocab_size
     np.testing.assert_array_equal(generate(tiny, slice(0, 2), seeds, 3), batch)
     assert len({row.tobytes() for row in batch.reshape(6, -1)}) == 6  # different seeds, different images
-    # the same prompt + seed alone (bucket 1) and in another company (3 prompts × 2, bucket 8)
+    # the same prompt + seed alone (bucket 1, prompts bucket 2) and in other company (3 prompts × 2)
     np.testing.assert_array_equal(generate(tiny, slice(1, 2), [22], 1)[0, 0], batch[1, 1])
     mixed = generate(tiny, slice(0, 3), [[13, 99], [1, 21], [5, 6]], 2)
     np.testing.assert_array_equal(mixed[0, 0], batch[0, 2])

@@ -5,7 +5,7 @@ per prompt plus once for the unconditional prompt; the decoder batch is 2·M·N 
 conditional rows, then their unconditional twins) that share one key/value cache in a
 single `lax.scan`. Every candidate samples with its own PRNG key derived from its seed and
 the step index, so a prompt + seed + settings gives the same tokens whatever else is in the
-batch. Batches are padded to power-of-two buckets so a new batch size rarely recompiles.
+batch. Batches are padded to a few bucket sizes so a new batch size rarely recompiles.
 
 The filters are pure functions on logits, tested on hand-made arrays; `sample_loop` takes
 any `tokens_to_logits`, so it is tested with a fake model (flax lm1b's temperature_sampler).
@@ -27,7 +27,10 @@ from edalle.config import BartConfig
 from edalle.models.bart import DalleBart, cross_attention_kv, encode
 
 CODEBOOK_COUNT = 2**14  # VQGAN f16-16384 codes; mega's extra 31 logits are never drawn
-MAX_BUCKET = 64  # beyond this, batches round up to a multiple of it
+# Candidate rows are padded to one of these (one compile each); 9 is the bot's default 3 × 3 grid.
+# Beyond the last, batches round up to a multiple of it.
+ROW_BUCKETS = (1, 2, 4, 9, 16, 32, 64)
+PROMPT_BUCKETS = (2, 4, 8, 16, 32, 64)  # prompts + the unconditional one; the encoder is cheap
 
 
 @dataclass(frozen=True)
@@ -189,11 +192,12 @@ def _generate_jit(params, text_ids, text_mask, prompt_index, seeds, temperature,
     return _decode(params, state, temperature, cond_scale, top_p, **static)[1]
 
 
-def bucket_size(count: int, max_bucket: int = MAX_BUCKET) -> int:
-    """The padded batch size: the next power of two, or the next multiple of max_bucket."""
-    if count > max_bucket:
-        return -(-count // max_bucket) * max_bucket
-    return 1 << max(count - 1, 0).bit_length()
+def bucket_size(count: int, buckets: tuple[int, ...] = ROW_BUCKETS) -> int:
+    """The padded batch size: the smallest bucket that fits, or the next multiple of the largest."""
+    for bucket in buckets:
+        if count <= bucket:
+            return bucket
+    return -(-count // buckets[-1]) * buckets[-1]
 
 
 def generate_image_tokens(
@@ -224,7 +228,7 @@ def generate_image_tokens(
     seeds = (np.asarray(seeds, np.int64).reshape(row_count) & 0xFFFFFFFF).astype(np.uint32)
     codebook_count = codebook_count or min(CODEBOOK_COUNT, config.image_vocab_size)
 
-    prompt_bucket, row_bucket = bucket_size(prompt_count + 1), bucket_size(row_count)
+    prompt_bucket, row_bucket = bucket_size(prompt_count + 1, PROMPT_BUCKETS), bucket_size(row_count)
     texts = np.full((prompt_bucket, config.max_text_length), config.pad_token_id, np.int32)
     masks = np.zeros((prompt_bucket, config.max_text_length), np.int32)
     texts[0], masks[0] = uncond_ids, uncond_mask
