@@ -1,0 +1,109 @@
+"""`edalle expand SRC --ratio 16:9 [--prompt TEXT] [--steps N] [--method default|classic] [--seed S] --out FILE`.
+
+Everything the user typed (ratio, source file, steps, seed, output name) is checked before
+any model loads, so mistakes fail in a second with a message that says what to change.
+Only the VQGAN and CLIP of the preset are loaded; the DalleBart is not needed to expand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edalle.expander.errors import ExpandError
+
+OUTPUT_SUFFIXES = {'.png', '.webp', '.jpg', '.jpeg'}
+
+
+def run_expand(args: argparse.Namespace, bars_cls: Any) -> int:
+    """The `expand` subcommand. `bars_cls()` is a context manager with `.update(stage, done, total, preview)`."""
+    from edalle.expander.api import ExpandRequest, expand, prepare
+    from edalle.expander.sources import load_source
+
+    out = Path(args.out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ExpandError(f'--out must end in .png, .webp or .jpg (got {out.name!r}).')
+    if out.is_dir():
+        raise ExpandError(f'--out {out} is a directory; give a file name such as {out / "expanded.png"}.')
+    source = load_source(Path(args.source), args.index)
+    prompt = args.prompt if args.prompt is not None else (source.prompt or '')
+    preset = _preset(args.preset)
+    tokens = source.tokens
+    if tokens is not None and source.preset is not None and not _same_vqgan(source.preset, preset):
+        print(f'note: {source.origin} was drawn by the {source.preset!r} models; re-encoding its pixels.', file=sys.stderr)
+        tokens = None
+    request = ExpandRequest(
+        source_image=source.image,
+        prompt=prompt,
+        ratio=args.ratio,
+        source_tokens=tokens,
+        steps=args.steps,
+        seed=args.seed,
+        method=args.method,
+    )
+    prepared = prepare(request)  # fail before loading models
+    request = ExpandRequest(**{**request.__dict__, 'seed': prepared.seed})
+    if not prompt.strip():
+        print('note: no prompt; the picture alone guides the new sides (give --prompt to steer them).', file=sys.stderr)
+
+    started = time.perf_counter()
+    vqgan, clip = load_models(preset, args.data_dir)
+    load_seconds = time.perf_counter() - started
+    with bars_cls() as bars:
+        result = expand(vqgan, clip, request, progress=bars.update)
+    _save(result.image, out)
+    seconds = result.timings.get('expand', 0.0)
+    print(
+        f'{out}: {result.width}×{result.height} ({result.settings["method"]}, {result.settings["steps"]} steps, '
+        f'seed {result.seed}, {seconds:.1f} s + {load_seconds:.1f} s loading)'
+    )
+    return 0
+
+
+def _preset(name: str) -> Any:
+    from edalle.presets import get_preset
+
+    try:
+        return get_preset(name)
+    except ValueError as exc:
+        raise ExpandError(str(exc)) from None
+
+
+def _same_vqgan(source_preset: str, preset: Any) -> bool:
+    from edalle.presets import PRESETS
+
+    other = PRESETS.get(source_preset)
+    return other is not None and other.vqgan == preset.vqgan and other.vqgan_files == preset.vqgan_files
+
+
+def load_models(preset: Any, data_dir: str | Path | None) -> tuple[Any, Any]:
+    """The preset's VQGAN and CLIP on the best device (the tiny preset is generated on first use)."""
+    import torch
+
+    from edalle.engine import load_clip, load_vqgan_for
+    from edalle.weights import MissingWeights, data_dir_from_env, ensure_tiny, models_dir
+
+    root = data_dir_from_env(data_dir)
+    if preset.generated:
+        ensure_tiny(root)
+    components = (preset.vqgan_files, preset.clip_files)
+    missing = [p for c in components for p in c.required_paths(models_dir(root)) if not p.is_file()]
+    if missing:
+        raise MissingWeights(preset, missing)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return load_vqgan_for(preset, root, device), load_clip(preset, root, device)
+
+
+def _save(image: Any, out: Path) -> None:
+    import io
+
+    from edalle.outputs import write_atomic
+
+    buffer = io.BytesIO()
+    suffix = out.suffix.lower()
+    options: dict[str, Any] = {} if suffix == '.png' else {'quality': 95}
+    image.save(buffer, format={'.png': 'PNG', '.webp': 'WEBP'}.get(suffix, 'JPEG'), **options)
+    write_atomic(out, buffer.getvalue())
