@@ -26,6 +26,7 @@ from edalle.weights import data_dir_from_env, ensure_tiny, models_dir, require
 if TYPE_CHECKING:
     import torch
 
+    from edalle.expander.api import ExpandRequest, ExpandResult
     from edalle.models.clip import ClipModel
     from edalle.models.vqgan import VQGAN
     from edalle.text import TextTokenizer
@@ -276,6 +277,16 @@ class Engine:
                 chunks.append(self.vqgan.decode_tokens(codes).float())
                 report('decode', min(start + DECODE_CHUNK, len(tokens)), len(tokens), None)
         return torch.cat(chunks)
+
+    # ----------------------------------------------------------------------- expand
+
+    def expand(
+        self, request: ExpandRequest, progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None
+    ) -> ExpandResult:
+        """Widen one picture with E-DALL-E (`edalle.expander.api.expand`); several at once: `expand_batch`."""
+        from edalle.expander.api import expand
+
+        return expand(self.vqgan, self.clip, request, progress=progress, should_cancel=should_cancel)
 
 
 def validate_imagine(request: ImagineRequest) -> None:
