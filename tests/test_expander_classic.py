@@ -1,6 +1,6 @@
 """The classic method against EDALLE_SPEC: settings, restoration weights, clamp, loop invariants.
 
-Loops run on an 8×8-token (128 px) source with the tiny VQGAN and CLIP so they stay quick;
+Loops run on a 4×4-token (64 px) source with the tiny VQGAN and CLIP so they stay quick;
 the method is size-agnostic, the 256-px source only changes the numbers.
 """
 
@@ -24,7 +24,7 @@ def models() -> tuple[VQGAN, ClipModel]:
     return VQGAN.random(VQGAN_CONFIGS['tiny'], 0), ClipModel.build_tiny(0)
 
 
-def _source(side: int = 128, seed: int = 0) -> Image.Image:
+def _source(side: int = 64, seed: int = 0) -> Image.Image:
     rng = np.random.RandomState(seed)
     coarse = rng.randint(0, 256, (side // 16, side // 16, 3)).astype(np.uint8)
     return Image.fromarray(coarse).resize((side, side), Image.Resampling.BILINEAR)
@@ -61,7 +61,7 @@ def test_codebook_box() -> None:
 @pytest.mark.parametrize('ratio', ['16:9', '9:16'])
 def test_loop_restores_clamps_and_counts_steps(models: tuple[VQGAN, ClipModel], ratio: str) -> None:
     vqgan, clip = models
-    geometry = compute_geometry(ratio, (8, 8))
+    geometry = compute_geometry(ratio, (4, 4))
     keep = classic_keep_weights(geometry)
     low, high = codebook_box(vqgan.codebook.detach())
     seen: list[torch.Tensor] = []
@@ -91,7 +91,7 @@ def test_loop_restores_clamps_and_counts_steps(models: tuple[VQGAN, ClipModel], 
 
 def test_classic_is_deterministic_and_cancellable(models: tuple[VQGAN, ClipModel]) -> None:
     vqgan, clip = models
-    geometry = compute_geometry('2:1', (8, 8))
+    geometry = compute_geometry('2:1', (4, 4))
     settings = ClassicSettings(steps=1, cutn=2, faithful_io=False)
     first = run_classic(vqgan, clip, _source(), 'a lake', geometry, seed=9, settings=settings)
     second = run_classic(vqgan, clip, _source(), 'a lake', geometry, seed=9, settings=settings)
