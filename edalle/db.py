@@ -10,10 +10,12 @@ this copy ships is refused (`SchemaTooNew`): an old worker must not write to row
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,10 +91,7 @@ async def connect(
         conn.row_factory = sqlite3.Row
         # PRAGMAs take no bound parameters; the value is an int we formatted ourselves.
         await conn.execute(f'PRAGMA busy_timeout = {int(busy_timeout_ms)}')
-        async with conn.execute('PRAGMA journal_mode') as cursor:
-            mode = (await cursor.fetchone())[0]
-        if mode.lower() != 'wal':
-            await conn.execute('PRAGMA journal_mode = WAL')
+        await _use_wal(conn, busy_timeout_ms / 1000)
         await conn.execute('PRAGMA synchronous = NORMAL')  # safe with WAL: no corruption, at most the last commits lost
         await conn.execute('PRAGMA foreign_keys = ON')
         known = load_migrations() if migrations is None else migrations
@@ -104,6 +103,22 @@ async def connect(
         await conn.close()
         raise
     return conn
+
+
+async def _use_wal(conn: aiosqlite.Connection, timeout: float) -> None:
+    """Switch to WAL (it sticks to the file). Retried here: the switch needs the file to itself, and SQLite
+    answers "locked" at once, without its busy handler, when another process opens it at the same moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with conn.execute('PRAGMA journal_mode') as cursor:
+                if (await cursor.fetchone())[0].lower() == 'wal':
+                    return
+            await conn.execute('PRAGMA journal_mode = WAL')
+        except sqlite3.OperationalError as exc:
+            if 'locked' not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

@@ -18,20 +18,20 @@ from collections.abc import Sequence
 from typing import Any
 
 ACTIVE_RANKED = """
-    served AS (
-        -- when each user with active jobs last had a job started: the round-robin pointer, read from the rows
-        SELECT u.user_id,
-               coalesce((SELECT max(s.started_at) FROM jobs AS s WHERE s.user_id = u.user_id), 0) AS last_start
-        FROM (SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')) AS u
-    ),
-    active AS (
-        SELECT j.id, j.kind, j.user_id, j.status, j.priority, j.compat_key, j.available_at, served.last_start,
+    ranked AS (
+        SELECT j.id, j.kind, j.user_id, j.status, j.priority, j.compat_key, j.available_at,
                ROW_NUMBER() OVER (
                    PARTITION BY j.user_id
                    ORDER BY CASE j.status WHEN 'running' THEN 0 ELSE 1 END, j.priority DESC, j.id
                ) AS rk
-        FROM jobs AS j JOIN served ON served.user_id = j.user_id
+        FROM jobs AS j
         WHERE j.status IN ('queued', 'running')
+    ),
+    active AS (
+        -- last_start: when the user last had a job started, the round-robin pointer, read from the rows.
+        -- Ranked first and joined after, so the scan stays on the active rows, not the users' history.
+        SELECT r.*, coalesce((SELECT max(s.started_at) FROM jobs AS s WHERE s.user_id = r.user_id), 0) AS last_start
+        FROM ranked AS r
     )
 """
 
@@ -51,3 +51,21 @@ def compat_filter(prefixes: Sequence[str], column: str = 'compat_key') -> tuple[
         terms.append(f'substr({column}, 1, length(:compat_{i})) = :compat_{i}')
         params[f'compat_{i}'] = prefix
     return '(' + ' OR '.join(terms) + ')', params
+
+
+# The next claim: the fair-first eligible job and, behind it in fair order, more jobs with its compat key.
+PICK_BATCH = """
+    WITH {active_ranked},
+    eligible AS (
+        SELECT * FROM active WHERE status = 'queued' AND available_at <= :now AND {compat_filter}
+    )
+    SELECT id, kind, compat_key FROM eligible
+    WHERE compat_key = (SELECT compat_key FROM eligible ORDER BY {fair_order} LIMIT 1)
+    ORDER BY {fair_order}
+    LIMIT :batch
+"""
+
+
+def pick_batch_query(prefixes: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    where, params = compat_filter(prefixes)
+    return PICK_BATCH.format(active_ranked=ACTIVE_RANKED, compat_filter=where, fair_order=FAIR_ORDER), params

@@ -36,7 +36,7 @@ from edalle.jobs.limits import (
     settings_from_layers,
     validate_setting,
 )
-from edalle.jobs.ranking import ACTIVE_RANKED, FAIR_ORDER, compat_filter
+from edalle.jobs.ranking import ACTIVE_RANKED, pick_batch_query
 from edalle.jobs.store import (
     EXPAND,
     IMAGINE,
@@ -61,6 +61,7 @@ DAILY_LIMIT_OF_KIND = {IMAGINE: 'daily_imagines', EXPAND: 'daily_expands'}
 RECENT_RUNS_FOR_ETA = 50
 WORKER_ONLINE_SECONDS = 90.0  # a worker heard from this recently counts as online
 WORKER_FORGET_SECONDS = 3_600.0
+CLAIM_TRIES = 5  # picks lost to other workers before a claim gives up for now
 
 
 def _dumps(value: Any) -> str:
@@ -476,7 +477,7 @@ class SqliteJobStore:
                 row = await self._one(conn, query, {'request_key': request.request_key})
             created = row is None
             if created:
-                quota = await self._check_admission(conn, request, settings, limits, now)
+                await self._check_admission(conn, request, settings, limits, now)
                 query = """
                     INSERT INTO jobs (kind, user_id, guild_id, channel_id, request_key, parent_job_id, parent_index,
                                       compat_key, payload, priority, available_at, max_attempts, created_at)
@@ -500,8 +501,10 @@ class SqliteJobStore:
                 }
                 row = await self._one(conn, query, params)
             job = Job.from_row(row)
-            position = await self._position(conn, job, now)
             quota = await self._quota(conn, request.user_id, limits, now)
+        # Read after the commit: the ranking is the costly part, and the write lock need not wait for it.
+        async with self._reading() as conn:
+            position = await self._position(conn, job, now)
         return Admission(job, created, position.ahead, position.eta_seconds, quota)
 
     async def get(self, job_id: int) -> Job:
@@ -681,48 +684,43 @@ class SqliteJobStore:
     async def claim(self, worker_id: str, caps: WorkerCaps, lease_seconds: float) -> list[Job]:
         """Lease the next job in fair order, plus up to `caps.max_batch - 1` more with the same compat key.
 
-        Expired leases are put back first, in the same transaction, so no janitor is needed for liveness.
+        The ranking (O(active jobs)) is read from a snapshot *outside* the write lock, so the bot's writes
+        never queue behind it; the short write transaction then takes only the picked rows that are still
+        queued (`status = 'queued'` re-checked on the rows it changes: the guard that PostgreSQL needs at
+        the `FOR UPDATE` level, SCALE_OUT.md §4). If another worker took them meanwhile, pick again.
+        Expired leases are put back first, so no janitor is needed for liveness.
         """
-        now = self._clock()
-        async with self._transaction() as conn:
-            await self._expire_leases(conn, now)
-            where, params = compat_filter(caps.compat_prefixes, 'a.compat_key')
-            query = f"""
-                WITH {ACTIVE_RANKED}
-                SELECT a.kind, a.compat_key FROM active AS a
-                WHERE a.status = 'queued' AND a.available_at <= :now AND {where}
-                ORDER BY {FAIR_ORDER}
-                LIMIT 1
-            """
-            head = await self._one(conn, query, {**params, 'now': now})
-            if head is None:
+        pick, params = pick_batch_query(caps.compat_prefixes)
+        batch = max(1, caps.max_batch)
+        for _ in range(CLAIM_TRIES):
+            now = self._clock()
+            async with self._reading() as conn:
+                query = "SELECT 1 FROM jobs WHERE status = 'running' AND lease_until < :now LIMIT 1"
+                expired = await self._one(conn, query, {'now': now})
+                picked = [] if expired else await self._all(conn, pick, {**params, 'now': now, 'batch': batch})
+            if expired:
+                async with self._transaction() as conn:
+                    await self._expire_leases(conn, now)
+                continue
+            if not picked:
                 return []
-            batch = max(1, caps.max_batch) if head['kind'] in caps.batch_kinds else 1
-            # The status test is repeated outside the ranking on purpose: on PostgreSQL it must sit at the
-            # level of the locked rows (SCALE_OUT.md §4); here it is a cheap guard.
-            query = f"""
-                UPDATE jobs SET
-                    status = 'running', attempt = attempt + 1, worker_id = :worker_id, lease_until = :lease_until,
-                    started_at = :now, stage = NULL, step = NULL, total = NULL, preview_path = NULL, progress_at = NULL
-                WHERE status = 'queued' AND id IN (
-                    WITH {ACTIVE_RANKED}
-                    SELECT a.id FROM active AS a
-                    WHERE a.status = 'queued' AND a.available_at <= :now AND a.compat_key = :compat_key
-                    ORDER BY {FAIR_ORDER}
-                    LIMIT :batch
-                )
-                RETURNING *
-            """
-            params = {
-                'worker_id': worker_id,
-                'lease_until': now + lease_seconds,
-                'now': now,
-                'compat_key': head['compat_key'],
-                'batch': batch,
-            }
-            rows = await self._all(conn, query, params)
-            await self._seen(conn, worker_id, now)
-        return sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)
+            ids = [row['id'] for row in picked] if picked[0]['kind'] in caps.batch_kinds else [picked[0]['id']]
+            async with self._transaction() as conn:
+                query = """
+                    UPDATE jobs SET
+                        status = 'running', attempt = attempt + 1, worker_id = :worker_id, lease_until = :lease_until,
+                        started_at = :now, stage = NULL, step = NULL, total = NULL, preview_path = NULL,
+                        progress_at = NULL
+                    WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND available_at <= :now
+                    RETURNING *
+                """
+                params_update = {'worker_id': worker_id, 'lease_until': now + lease_seconds, 'now': now, 'ids': _dumps(ids)}
+                rows = await self._all(conn, query, params_update)
+                if rows:
+                    await self._seen(conn, worker_id, now)
+            if rows:
+                return sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)
+        return []
 
     async def _seen(self, conn: aiosqlite.Connection, worker_id: str, now: float) -> None:
         await conn.execute('UPDATE workers SET seen_at = :now WHERE id = :worker_id', {'worker_id': worker_id, 'now': now})
