@@ -8,6 +8,7 @@ worker processes that share only the SQLite job store with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ INITIAL_EXTENSIONS = (
     'bot.cogs.jobs',
     'bot.cogs.admin',
 )
+SHUTDOWN_GRACE_SECONDS = 5.0  # for command handlers already running when the bot is told to stop
 COMMANDS_HASH_FILE = 'slash-commands.sha256'  # in the data dir: what was last synced, so restarts don't re-sync
 
 
@@ -86,7 +88,19 @@ class EDalleBot(commands.Bot):
         self.courier.start()
 
     async def close(self) -> None:
+        """Stop posting, let commands already running finish (so each job gets its status message recorded),
+        then disconnect."""
         await self.courier.stop()
+        current = asyncio.current_task()
+        running = [
+            task
+            for task in asyncio.all_tasks()
+            if task is not current
+            and not task.done()
+            and task.get_name().startswith(('discord.py: ', 'discord-ui-', 'CommandTree-invoker'))
+        ]
+        if running:
+            await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
         await super().close()
 
     async def on_ready(self) -> None:
