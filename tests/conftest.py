@@ -1,5 +1,22 @@
-"""Shared pytest fixtures: the fake Discord's (see `tests/discord_fake/fixtures.py`)."""
+"""Shared pytest fixtures: the fake Discord's (see `tests/discord_fake/fixtures.py`), plus two for the bot's tests."""
 
 from __future__ import annotations
 
-from discord_fake.fixtures import discord_errors, fake_discord_server, fake_discord_urls  # noqa: F401
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from discord_fake.fixtures import discord_errors, fail_on_discord_errors, fake_discord_server, fake_discord_urls  # noqa: F401
+
+
+@pytest.fixture
+def bot_errors() -> Iterator[object]:
+    """Fail the test if the bot's own loggers (`bot.*`) recorded an ERROR: unexpected failures are logged there."""
+    with fail_on_discord_errors('bot') as collector:
+        yield collector
+
+
+@pytest.fixture(scope='session')
+def bot_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir for every bot end-to-end test: the tiny weights and JAX's compile cache are made once."""
+    return tmp_path_factory.mktemp('edalle-bot-data')

@@ -1,0 +1,288 @@
+"""The bot end to end: the real discord.py client against the local fake Discord, the real worker on `tiny`.
+
+One worker process (`python -m edalle.worker --preset tiny`) serves every test in this module from one
+database; each test starts its own fake Discord (so fresh users, guilds and quotas) and its own bot
+process-in-a-task, which it may stop and start again to show what survives a restart. Bot-wide limits
+are set for speed: no cooldown, and 3 expand steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discord_fake import FakeDiscord, FakeMessage, run, running_bot, running_fake
+from discord_fake.state import image_size
+
+from bot.bot import EDalleBot
+from bot.settings import Settings
+from bot.supervisor import worker_argv
+from bot.utils import custom_ids
+from edalle.grid import GAP
+from edalle.jobs import BOT_WIDE, Job, JobStatus, SqliteJobStore
+
+pytestmark = pytest.mark.slow
+RESULT_TIMEOUT = 150.0  # the first job waits for the worker to load and compile; later ones take seconds
+TEST_TIMEOUT = 240.0
+FAST = dict(
+    preset='tiny',
+    run_worker=False,
+    sync_commands='always',
+    guild_ready_timeout=0.05,
+    progress_seconds=0.5,
+    preview_seconds=0.5,
+    delivery_lease_seconds=5.0,
+)
+
+
+@pytest.fixture(scope='module')
+def worker_db(bot_data_dir: Path) -> Iterator[Path]:
+    """The module's database, with a tiny worker serving it until the module ends."""
+    db = bot_data_dir / 'e2e.db'
+
+    async def prepare() -> None:
+        store = await SqliteJobStore.open(db)
+        await store.set_setting(BOT_WIDE, 'cooldown_seconds', 0, actor_id=None, reason='tests')
+        await store.set_setting(BOT_WIDE, 'expand_steps', 3, actor_id=None, reason='tests')
+        await store.close()
+
+    asyncio.run(prepare())
+    argv = worker_argv(preset='tiny', data_dir=bot_data_dir, database=db, extra=['--lease', '20', '--poll', '0.2'])
+    env = {**os.environ, 'EDALLE_LOG_LEVEL': 'WARNING'}
+    worker = subprocess.Popen(argv, env=env)
+    try:
+        yield db
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+@contextlib.asynccontextmanager
+async def edalle_bot(fake: FakeDiscord, data_dir: Path, db: Path, **overrides: Any) -> AsyncIterator[EDalleBot]:
+    """A bot as `edalle bot --no-worker` builds it, pointed at `fake`; closed (a stopped process) at exit."""
+    store = await SqliteJobStore.open(db)
+    settings = Settings(
+        token=fake.token,
+        data_dir=data_dir,
+        db_path=db,
+        api_base=fake.api_base,
+        gateway_url=fake.gateway_url,
+        **{**FAST, **overrides},
+    )
+    bot = EDalleBot(settings=settings, store=store)
+    try:
+        async with running_bot(bot, fake, timeout=15):
+            yield bot
+    finally:
+        await store.close()
+
+
+def job_id_in(message: FakeMessage) -> int:
+    match = re.search(r'job #(\d+)', message.content)
+    assert match, message.content
+    return int(match[1])
+
+
+def is_grid(message: FakeMessage) -> bool:
+    return any(cid.startswith('ed:pick:') for cid in message.custom_ids()) and bool(message.attachments)
+
+
+async def read_job(db: Path, job_id: int) -> Job:
+    store = await SqliteJobStore.open(db)
+    try:
+        return await store.get(job_id)
+    finally:
+        await store.close()
+
+
+async def wait_for_job(db: Path, job_id: int, predicate: Any, timeout: float = RESULT_TIMEOUT) -> Job:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = await read_job(db, job_id)
+        if predicate(job):
+            return job
+        assert asyncio.get_running_loop().time() < deadline, f'job {job_id} stuck at {job.status}'
+        await asyncio.sleep(0.2)
+
+
+def assert_grid(message: FakeMessage, job_id: int) -> None:
+    assert message.custom_ids() == [custom_ids.pick(job_id, i) for i in range(9)] + [
+        custom_ids.reroll(job_id),
+        custom_ids.cancel(job_id),
+    ]
+    side = 3 * 256 + 2 * GAP
+    assert len(message.attachments) == 1 and image_size(message.attachments[0].data) == (side, side)
+    assert 'best first by CLIP' in message.content
+
+
+async def wait_for_widened(fake: FakeDiscord, channel: Any, ratio: str, size: tuple[int, int]) -> tuple[FakeMessage, int]:
+    status = await fake.wait_for_message(channel, lambda m: f'expand to {ratio}' in m.content, timeout=10)
+    expand_id = job_id_in(status)
+    assert 'queued' in status.content or 'ETA' in status.content
+    done = await fake.wait_for_edit(status, lambda m: bool(m.attachments) or 'failed' in m.content, timeout=RESULT_TIMEOUT)
+    assert done.attachments, done.content
+    assert image_size(done.attachments[0].data) == size
+    assert done.custom_ids() == [custom_ids.info(expand_id, 0)]
+    return done, expand_id
+
+
+def test_imagine_pick_and_expand_by_buttons_across_a_restart(
+    worker_db: Path, bot_data_dir: Path, discord_errors: Any, bot_errors: Any
+) -> None:
+    """imagine → grid → (the bot restarts) → pick by button → expand by button → widened picture, each posted once."""
+
+    async def main() -> None:
+        async with running_fake() as fake:
+            async with edalle_bot(fake, bot_data_dir, worker_db):
+                await fake.send_user_message(fake.channel, fake.alice, '.imagine a lighthouse in a storm, oil painting')
+                status = await fake.wait_for_message(fake.channel)
+                job_id = job_id_in(status)
+                assert 'queued' in status.content and 'ETA' in status.content
+                assert status.custom_ids() == [custom_ids.cancel(job_id)]
+                grid = await fake.wait_for_edit(status, is_grid, timeout=RESULT_TIMEOUT)
+                assert_grid(grid, job_id)
+                assert grid.id == status.id  # the status message became the result
+
+            # A new bot process: nothing in memory; the buttons on the old grid must still work.
+            async with edalle_bot(fake, bot_data_dir, worker_db):
+                await fake.click_button(grid, custom_ids.pick(job_id, 2), fake.bob)
+                note = await fake.wait_for_message(None, ephemeral=True)
+                assert 'belong to' in note.content  # someone else's grid: a private note, nothing posted
+
+                await fake.click_button(grid, custom_ids.pick(job_id, 2), fake.alice)
+                picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 3 of job' in m.content)
+                assert image_size(picked.attachments[0].data) == (256, 256)
+                assert custom_ids.expand(job_id, 2, 16, 9) in picked.custom_ids()
+                assert custom_ids.ratios(job_id, 2) in picked.custom_ids()
+
+                await fake.click_button(picked, custom_ids.info(job_id, 2), fake.alice)
+                info = await fake.wait_for_message(None, ephemeral=True)
+                assert f'Job #{job_id}' in info.content and 'Seed:' in info.content and 'CLIP score' in info.content
+
+                await fake.click_button(picked, custom_ids.expand(job_id, 2, 16, 9), fake.alice)
+                widened, expand_id = await wait_for_widened(fake, fake.channel, '16:9', (448, 256))
+
+        for done in (await read_job(worker_db, job_id), await read_job(worker_db, expand_id)):
+            assert done.status is JobStatus.SUCCEEDED and done.delivered_at is not None
+        assert (await read_job(worker_db, expand_id)).result_message_id == widened.id
+        pictures = [m for m in fake.bot_messages(fake.channel) if m.attachments]
+        assert len(pictures) == 3  # grid, candidate, widened: nothing posted twice
+
+    run(main(), TEST_TIMEOUT)
+
+
+def test_reactions_pick_and_expand_and_big_files_are_reencoded(
+    worker_db: Path, bot_data_dir: Path, discord_errors: Any, bot_errors: Any
+) -> None:
+    """3️⃣ on a grid picks, ↔️ on the pick expands; a result over the upload limit arrives as a smaller JPEG."""
+
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, bot_data_dir, worker_db, max_upload_bytes=200_000):
+            await fake.send_user_message(fake.images_channel, fake.bob, '.imagine a red fox in the snow')
+            status = await fake.wait_for_message(fake.images_channel)
+            job_id = job_id_in(status)
+            grid = await fake.wait_for_edit(status, lambda m: bool(m.attachments), timeout=RESULT_TIMEOUT)
+            assert grid.attachments[0].filename.endswith('.jpg') and grid.attachments[0].size <= 200_000
+            assert 'Re-encoded as JPEG' in grid.content
+
+            await fake.add_reaction(grid, '3️⃣', fake.alice)  # not alice's grid: ignored
+            await fake.add_reaction(grid, '3️⃣', fake.bob)
+            picked = await fake.wait_for_message(fake.images_channel, lambda m: 'candidate 3 of job' in m.content)
+            assert f'<@{fake.bob.id}>' in picked.content
+
+            await fake.add_reaction(picked, '↔️', fake.bob)
+            await fake.add_reaction(picked, '↔️', fake.bob)  # Discord may repeat an event: still one job
+            await wait_for_widened(fake, fake.images_channel, '16:9', (448, 256))
+            await asyncio.sleep(0.5)
+            candidates = [m for m in fake.bot_messages(fake.images_channel) if 'candidate 3 of job' in m.content]
+            assert len(candidates) == 1
+            expands = [m for m in fake.bot_messages(fake.images_channel) if 'expand to 16:9' in m.content]
+            assert len(expands) == 1
+            assert (await read_job(worker_db, job_id)).delivered_at is not None
+
+    run(main(), TEST_TIMEOUT)
+
+
+def test_slash_commands(worker_db: Path, bot_data_dir: Path, discord_errors: Any, bot_errors: Any) -> None:
+    """/imagine, /expand (tall, by job id), /job, /info and /queue, answered within the interaction window."""
+
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, bot_data_dir, worker_db):
+            record = await fake.invoke_slash('imagine', {'prompt': 'a castle on a hill'}, fake.alice)
+            await fake.wait_for_interaction_response(record)
+            status = fake.original_response(record)
+            assert status is not None and 'queued' in status.content
+            job_id = job_id_in(status)
+            grid = await fake.wait_for_edit(status, is_grid, timeout=RESULT_TIMEOUT)
+            assert_grid(grid, job_id)
+
+            record = await fake.invoke_slash('expand', {'job': job_id, 'candidate': 2, 'ratio': '9:16'}, fake.alice)
+            note = await fake.wait_for_message(None, ephemeral=True, timeout=10)
+            assert f'job #{job_id}, candidate 2' in note.content
+            await wait_for_widened(fake, fake.channel, '9:16', (256, 448))
+
+            await fake.invoke_slash('job', {'job_id': job_id}, fake.bob)
+            again = await fake.wait_for_message(fake.channel, lambda m: is_grid(m) and m.id != grid.id)
+            assert_grid(again, job_id)
+
+            await fake.invoke_slash('info', {}, fake.alice)
+            info = await fake.wait_for_message(None, ephemeral=True)
+            assert 'of 25 imagines' in info.content and 'resets' in info.content
+
+            await fake.invoke_slash('queue', {}, fake.alice)
+            queue = await fake.wait_for_message(fake.channel, lambda m: 'queue' in m.content or 'running' in m.content)
+            assert queue.content
+
+    run(main(), TEST_TIMEOUT)
+
+
+def test_a_result_finished_while_the_bot_was_down_is_posted_once_after_restart(
+    worker_db: Path, bot_data_dir: Path, discord_errors: Any, bot_errors: Any
+) -> None:
+    """The bot stops after queueing; the worker finishes; the next bot posts the result once (by edit, or by a
+    nonce-guarded new message when the status message is gone, even if it tries twice)."""
+
+    async def main() -> None:
+        async with running_fake() as fake:
+            async with edalle_bot(fake, bot_data_dir, worker_db):
+                await fake.send_user_message(fake.channel, fake.alice, '.imagine a quiet harbour at dawn')
+                first = await fake.wait_for_message(fake.channel)
+                await fake.send_user_message(fake.channel, fake.alice, '.imagine a busy market at noon')
+                second = await fake.wait_for_message(fake.channel)
+            first_id, second_id = job_id_in(first), job_id_in(second)
+            for job_id in (first_id, second_id):
+                done = await wait_for_job(worker_db, job_id, lambda j: j.status.is_final)
+                assert done.status is JobStatus.SUCCEEDED and done.delivered_at is None
+            await fake.delete_user_message(second)  # someone removed the second status message meanwhile
+
+            async with edalle_bot(fake, bot_data_dir, worker_db) as bot:
+                grid = await fake.wait_for_edit(first, is_grid, timeout=30)
+                assert_grid(grid, first_id)
+                replacement = await fake.wait_for_message(
+                    fake.channel, lambda m: is_grid(m) and m.id != first.id, timeout=30
+                )
+                assert_grid(replacement, second_id)
+                assert replacement.nonce == f'edalle-job-{second_id}'
+                # A crash between sending and recording would make a restarted bot send again: the nonce
+                # makes Discord answer with the first message instead of posting a second one.
+                again = await bot.courier.post_result(await read_job(worker_db, second_id))
+                assert again == replacement.id
+                await asyncio.sleep(1.5)  # a few courier rounds: nothing else is posted
+
+        grids = [m for m in fake.bot_messages(fake.channel) if is_grid(m)]
+        assert sorted(m.id for m in grids) == sorted([first.id, replacement.id])
+        assert (await read_job(worker_db, first_id)).result_message_id == first.id
+        assert (await read_job(worker_db, second_id)).result_message_id == replacement.id
+
+    run(main(), TEST_TIMEOUT)

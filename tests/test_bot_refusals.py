@@ -1,0 +1,198 @@
+"""Everything the bot refuses, and how: one short sentence a member can act on, and nothing changed or charged.
+
+No worker runs here: refusals happen before a job exists, and accepted jobs simply wait in the queue.
+The real discord.py client talks to the local fake Discord, as in `test_bot_e2e.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discord_fake import FakeDiscord, FakeMessage, Permissions, run, running_bot, running_fake
+
+from bot.bot import EDalleBot
+from bot.settings import Settings
+from edalle.jobs import BOT_WIDE, Job, SqliteJobStore
+
+FAST = dict(preset='tiny', run_worker=False, sync_commands='always', guild_ready_timeout=0.05)
+
+
+@contextlib.asynccontextmanager
+async def edalle_bot(fake: FakeDiscord, tmp_path: Path, **overrides: Any) -> AsyncIterator[EDalleBot]:
+    store = await SqliteJobStore.open(tmp_path / 'edalle.db')
+    await store.set_setting(BOT_WIDE, 'cooldown_seconds', 0, actor_id=None, reason='tests: no waiting between jobs')
+    settings = Settings(
+        token=fake.token,
+        data_dir=tmp_path,
+        api_base=fake.api_base,
+        gateway_url=fake.gateway_url,
+        **{**FAST, **overrides},
+    )
+    bot = EDalleBot(settings=settings, store=store)
+    try:
+        async with running_bot(bot, fake, timeout=15):
+            yield bot
+    finally:
+        await store.close()
+
+
+async def say(fake: FakeDiscord, user: Any, text: str, channel: Any = None, **kwargs: Any) -> FakeMessage:
+    """A member writes `text`; returns the bot's answer in that channel."""
+    await fake.send_user_message(channel or fake.channel, user, text, **kwargs)
+    return await fake.wait_for_message(channel or fake.channel)
+
+
+async def jobs_of(bot: EDalleBot, user_id: int) -> list[Job]:
+    return await bot.store.user_jobs(user_id, active_only=False)
+
+
+def test_admin_limits_quota_and_refused_admin_commands(tmp_path: Path, discord_errors: Any, bot_errors: Any) -> None:
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            guild = fake.guild.id
+            answer = await say(fake, fake.moderator, '.admin set daily_imagines 1')
+            assert 'daily_imagines` is now 1' in answer.content
+
+            answer = await say(fake, fake.alice, '.admin set daily_imagines 100')
+            assert "Only this server's bot admins" in answer.content
+            assert (await bot.store.get_limits(guild)).daily_imagines == 1
+            log = await bot.store.audit_log(guild)
+            assert [(e.actor_id, e.key, e.new_value) for e in log] == [(fake.moderator.id, 'daily_imagines', 1)]
+
+            await fake.invoke_slash('admin show', {}, fake.alice)
+            refusal = await fake.wait_for_message(None, ephemeral=True)
+            assert "Only this server's bot admins" in refusal.content
+
+            first = await say(fake, fake.alice, '.imagine a lighthouse')
+            assert 'queued' in first.content
+            second = await say(fake, fake.alice, '.imagine another lighthouse')
+            assert "used all 1 of today's imagine jobs" in second.content and 'resets at' in second.content
+            assert len(await jobs_of(bot, fake.alice.id)) == 1
+            quota = await bot.store.quota(guild, fake.alice.id)
+            assert quota.imagines_used == 1
+
+            answer = await say(fake, fake.moderator, f'.admin user {fake.alice.mention} daily_imagines 3')
+            assert 'is now 3' in answer.content
+            assert 'queued' in (await say(fake, fake.alice, '.imagine a third lighthouse')).content
+
+            await fake.invoke_slash('admin show', {}, fake.moderator)
+            shown = await fake.wait_for_message(None, ephemeral=True)
+            assert '`daily_imagines`: 1 (default 25)' in shown.content
+
+            answer = await say(fake, fake.moderator, '.admin log')
+            assert 'set_override' in answer.content and 'set_setting' in answer.content
+
+    run(main(), 60)
+
+
+def test_blocked_words_bans_and_channels(tmp_path: Path, discord_errors: Any, bot_errors: Any) -> None:
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            assert 'Blocked' in (await say(fake, fake.moderator, '.admin block Café, gore')).content
+            answer = await say(fake, fake.alice, '.imagine un CAFE noir')
+            assert 'blocked word “café”' in answer.content
+            assert 'queued' in (await say(fake, fake.alice, '.imagine a cafeteria')).content  # whole words only
+
+            answer = await say(fake, fake.moderator, f'.admin ban {fake.bob.mention} spamming')
+            assert 'can no longer use' in answer.content
+            answer = await say(fake, fake.bob, '.imagine a red fox')
+            assert 'not allowed to use image commands here' in answer.content and 'spamming' in answer.content
+            await fake.invoke_slash('imagine', {'prompt': 'a blue fox'}, fake.bob)
+            private = await fake.wait_for_message(None, ephemeral=True)
+            assert 'not allowed' in private.content
+            assert await jobs_of(bot, fake.bob.id) == []
+            await say(fake, fake.moderator, f'.admin unban {fake.bob.mention}')
+            assert 'queued' in (await say(fake, fake.bob, '.imagine a green fox')).content
+
+            answer = await say(fake, fake.moderator, f'.admin channel add {fake.images_channel.mention}')
+            assert fake.images_channel.mention in answer.content
+            answer = await say(fake, fake.alice, '.imagine a tree')
+            assert 'not enabled in this channel' in answer.content
+            answer = await say(fake, fake.alice, '.imagine a tree', fake.images_channel)
+            assert 'queued' in answer.content
+            assert len(await jobs_of(bot, fake.alice.id)) == 2
+
+    run(main(), 60)
+
+
+def test_prompts_ratios_and_unknown_things(tmp_path: Path, discord_errors: Any, bot_errors: Any) -> None:
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            long = ' '.join(['a very long prompt about a lighthouse'] * 20)
+            answer = await say(fake, fake.alice, f'.imagine {long}')
+            assert 'queued' in answer.content and 'cut it' in answer.content
+            (job,) = await jobs_of(bot, fake.alice.id)
+            assert len(job.payload['prompt']) <= 200 and long.startswith(job.payload['prompt'])
+
+            answer = await say(fake, fake.alice, '.expand 16:9 a wider sea')
+            assert 'nothing to expand' in answer.content
+            answer = await say(fake, fake.alice, '.expand 10:1', reply_to=answer)
+            assert 'out of range' in answer.content and '16:9' in answer.content
+            answer = await say(fake, fake.alice, '.imagine')
+            assert 'Missing `prompt`' in answer.content
+            answer = await say(fake, fake.alice, '.job 987654')
+            assert "can't find job #987654" in answer.content
+            answer = await say(fake, fake.bob, f'.cancel {job.id}')
+            assert 'Only the person who started this job' in answer.content
+            answer = await say(fake, fake.alice, f'.cancel {job.id}')
+            assert 'Cancelled job' in answer.content
+            assert (await bot.store.quota(fake.guild.id, fake.alice.id)).imagines_used == 0  # cancelled: not charged
+            answer = await say(fake, fake.alice, '.info')
+            assert '25 of 25 imagines' in answer.content
+
+    run(main(), 60)
+
+
+def test_missing_permissions_are_listed(tmp_path: Path, discord_errors: Any, bot_errors: Any) -> None:
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            await fake.set_channel_permissions(fake.images_channel, fake.bot_user, deny=Permissions.ATTACH_FILES)
+            answer = await say(fake, fake.alice, '.imagine a fox', fake.images_channel)
+            assert 'missing permissions' in answer.content and 'Attach Files' in answer.content
+            await fake.set_channel_permissions(fake.images_channel, fake.bot_user, deny=Permissions.SEND_MESSAGES)
+            await fake.send_user_message(fake.images_channel, fake.alice, '.imagine a fox')
+            dm = await fake.wait_for_message(fake.dm_channel(fake.alice))
+            assert 'Send Messages' in dm.content
+            assert await jobs_of(bot, fake.alice.id) == []
+
+    run(main(), 60)
+
+
+def test_a_429_is_waited_out_and_nothing_is_charged_twice(tmp_path: Path, discord_errors: Any, bot_errors: Any) -> None:
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            fake.inject_429('POST', r'/channels/\d+/messages$', retry_after=0.3, count=2)
+            answer = await say(fake, fake.alice, '.imagine a patient fox')
+            assert 'queued' in answer.content
+            assert len(fake.requests_matching('POST', r'/channels/\d+/messages$')) >= 3
+            assert len([m for m in fake.bot_messages(fake.channel) if 'queued' in m.content]) == 1
+            assert len(await jobs_of(bot, fake.alice.id)) == 1
+            assert (await bot.store.quota(fake.guild.id, fake.alice.id)).imagines_used == 1
+
+    run(main(), 60)
+
+
+def test_unexpected_errors_show_an_id_that_is_in_the_logs(
+    tmp_path: Path, discord_errors: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+
+            async def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError(f'database exploded; token={fake.token}')
+
+            bot.store.quota = broken  # type: ignore[method-assign]
+            answer = await say(fake, fake.alice, '.info')
+            match = re.search(r'error `([0-9a-f]{8})`', answer.content)
+            assert match, answer.content
+            assert 'exploded' not in answer.content and fake.token not in answer.content
+            logged = [r for r in caplog.records if r.levelno >= logging.ERROR and match[1] in r.getMessage()]
+            assert logged and logged[0].exc_info is not None
+
+    run(main(), 60)
