@@ -152,7 +152,8 @@ class ExpandRunner:
         import numpy as np
         from PIL import Image
 
-        from edalle.engine import ExpandRequest
+        from edalle.expander.api import ExpandRequest
+        from edalle.expander.errors import ExpandCancelled
         from edalle.outputs import save_png
 
         job, parent = item.job, item.parent
@@ -184,9 +185,10 @@ class ExpandRunner:
         ctx.check_cancel()
         try:
             result = self.engine.expand(request, progress=ctx.progress, should_cancel=ctx.should_cancel)
-        except ValueError as exc:  # the engine's refusals (a bad ratio …) are ValueErrors worded for users
+        except ExpandCancelled:
+            raise Cancelled() from None
+        except ValueError as exc:  # the expander's refusals (ExpandError: a bad ratio …) are worded for users
             return RunFailed(str(exc))
-        ctx.check_cancel()  # the engine may return early when asked to stop
         path = item.folder.file('expanded.png')
         save_png(result.image, path)
         return {
@@ -194,6 +196,7 @@ class ExpandRunner:
             'width': result.width,
             'height': result.height,
             'settings': result.settings,
+            'seed': result.seed,
             'prompt': prompt,
             'parent_job_id': job.parent_job_id,
             'parent_index': job.parent_index,
