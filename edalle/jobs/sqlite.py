@@ -436,15 +436,18 @@ class SqliteJobStore:
             if used >= limit:
                 raise errors.QuotaExceeded(request.kind, limit, quota.resets_at, now)
 
+        # Two index lookups (the active rows; the newest row), never a scan of the user's history.
         query = """
-            SELECT count(*) FILTER (WHERE status IN ('queued', 'running')) AS pending, max(created_at) AS last_at
-            FROM jobs WHERE user_id = :user_id
+            SELECT count(*) AS n FROM jobs INDEXED BY jobs_active
+            WHERE user_id = :user_id AND status IN ('queued', 'running')
         """
-        row = await self._one(conn, query, {'user_id': request.user_id})
-        if row['pending'] >= limits.pending_per_user:
+        pending = (await self._one(conn, query, {'user_id': request.user_id}))['n']
+        if pending >= limits.pending_per_user:
             raise errors.TooManyPending(limits.pending_per_user)
-        if row['last_at'] is not None and now - row['last_at'] < limits.cooldown_seconds:
-            raise errors.CooldownActive(limits.cooldown_seconds - (now - row['last_at']))
+        query = 'SELECT max(created_at) AS last_at FROM jobs WHERE user_id = :user_id'
+        last_at = (await self._one(conn, query, {'user_id': request.user_id}))['last_at']
+        if last_at is not None and now - last_at < limits.cooldown_seconds:
+            raise errors.CooldownActive(limits.cooldown_seconds - (now - last_at))
 
         row = await self._one(conn, "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
         if row['n'] >= limits.queue_cap:
