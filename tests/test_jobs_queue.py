@@ -360,3 +360,15 @@ def test_concurrent_claimers_on_separate_connections_never_share_a_job(tmp_path)
     results = asyncio.run(main())
     claimed = [job_id for got in results for job_id in got]
     assert len(claimed) == len(set(claimed)) == 300
+
+
+def test_the_sqlite_store_implements_every_verb_of_the_interface_with_the_same_signature():
+    import inspect
+
+    from edalle.jobs import JobStore
+
+    verbs = [name for name, value in vars(JobStore).items() if inspect.iscoroutinefunction(value)]
+    assert len(verbs) > 30
+    for name in verbs:
+        ours = inspect.signature(getattr(SqliteJobStore, name))
+        assert ours == inspect.signature(getattr(JobStore, name)), name

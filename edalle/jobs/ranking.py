@@ -39,7 +39,7 @@ ACTIVE_RANKED = """
 FAIR_ORDER = 'rk, priority DESC, last_start, id'
 
 
-def compat_filter(prefixes: Sequence[str], column: str = 'compat_key') -> tuple[str, dict[str, Any]]:
+def compat_filter(prefixes: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """`(substr(compat_key, 1, length(:p0)) = :p0 OR …)` with its parameters; empty prefix list matches all.
 
     `substr` rather than `LIKE`, whose `_` and `%` are wildcards and whose case folding differs by dialect.
@@ -48,7 +48,7 @@ def compat_filter(prefixes: Sequence[str], column: str = 'compat_key') -> tuple[
         return '1 = 1', {}
     terms, params = [], {}
     for i, prefix in enumerate(prefixes):
-        terms.append(f'substr({column}, 1, length(:compat_{i})) = :compat_{i}')
+        terms.append(f'substr(compat_key, 1, length(:compat_{i})) = :compat_{i}')
         params[f'compat_{i}'] = prefix
     return '(' + ' OR '.join(terms) + ')', params
 

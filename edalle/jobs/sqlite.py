@@ -143,25 +143,9 @@ class SqliteJobStore:
 
     # ---- settings --------------------------------------------------------------------------------
 
-    async def _setting_layers(self, conn: aiosqlite.Connection, guild_id: int) -> list[dict[str, Any]]:
-        query = """
-            SELECT guild_id, key, value FROM guild_settings
-            WHERE guild_id IN (:bot_wide, :guild_id)
-            ORDER BY guild_id
-        """
-        rows = await self._all(conn, query, {'bot_wide': BOT_WIDE, 'guild_id': guild_id})
-        layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
-        for row in rows:
-            layers[row['guild_id']][row['key']] = json.loads(row['value'])
-        return [layers[BOT_WIDE]] + ([layers[guild_id]] if guild_id != BOT_WIDE else [])
-
-    async def _user_layers(self, conn: aiosqlite.Connection, guild_id: int, user_id: int) -> list[dict[str, Any]]:
-        query = """
-            SELECT guild_id, key, value FROM user_overrides
-            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id)
-            ORDER BY guild_id
-        """
-        rows = await self._all(conn, query, {'user_id': user_id, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
+    async def _layers(self, conn: aiosqlite.Connection, query: str, guild_id: int, **params: Any) -> list[dict[str, Any]]:
+        """Rows (guild_id, key, value) of the bot-wide layer and the guild's, as [bot-wide, guild] dicts."""
+        rows = await self._all(conn, query, {**params, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
         layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
         for row in rows:
             layers[row['guild_id']][row['key']] = json.loads(row['value'])
@@ -171,10 +155,15 @@ class SqliteJobStore:
         self, conn: aiosqlite.Connection, guild_id: int | None, user_id: int | None
     ) -> tuple[GuildSettings, Limits]:
         gid = guild_id or BOT_WIDE
-        settings = settings_from_layers(gid, await self._setting_layers(conn, gid))
+        query = 'SELECT guild_id, key, value FROM guild_settings WHERE guild_id IN (:bot_wide, :guild_id)'
+        settings = settings_from_layers(gid, await self._layers(conn, query, gid))
         if user_id is None:
             return settings, settings.limits
-        return settings, apply_layers(settings.limits, await self._user_layers(conn, gid, user_id))
+        query = """
+            SELECT guild_id, key, value FROM user_overrides
+            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id)
+        """
+        return settings, apply_layers(settings.limits, await self._layers(conn, query, gid, user_id=user_id))
 
     async def _active_ban(self, conn: aiosqlite.Connection, guild_id: int | None, user_id: int, now: float) -> Ban | None:
         query = """
