@@ -79,9 +79,14 @@ def test_expand_quota_is_separate_and_checks_the_parent(tmp_path):
 
         def expand(index=0, parent_job_id=parent.id, steps=None):
             return JobRequest.expand(
-                user_id=1, guild_id=GUILD, channel_id=20, parent_job_id=parent_job_id, parent_index=index, steps=steps,
+                user_id=1,
+                guild_id=GUILD,
+                channel_id=20,
+                parent_job_id=parent_job_id,
+                parent_index=index,
+                steps=steps,
                 preset='tiny',
-            )  # fmt: skip
+            )
 
         with pytest.raises(errors.InvalidParent):
             await store.enqueue(expand())  # parent still queued
