@@ -47,8 +47,8 @@ class EmptyPrompt(EdalleError):
 def check_channel_permissions(channel: discord.abc.Messageable | None) -> None:
     """Refuse up front, listing what is missing, rather than make a job whose result cannot be posted."""
     guild = getattr(channel, 'guild', None)
-    if guild is None or channel is None:
-        return  # a DM: nothing to grant
+    if guild is None or channel is None or isinstance(channel, discord.PartialMessageable):
+        return  # a DM (nothing to grant), or a channel not in the cache (its permissions are unknown)
     perms = channel.permissions_for(guild.me)  # type: ignore[union-attr]
     missing = [name for attr, name in REQUIRED_PERMISSIONS.items() if not getattr(perms, attr)]
     if isinstance(channel, discord.Thread) and perms.send_messages_in_threads and 'Send Messages' in missing:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 EDIT_AGE_LIMIT = 55 * 60.0  # Discord refuses edits of messages older than an hour in busy channels (30046)
 MAX_DELIVERY_ATTEMPTS = 8  # past this a result that cannot be posted anywhere is recorded as undeliverable
 POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 10.0  # a round in progress may finish this long after stop()
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Courier:
         self.owner = f'bot:{os.getpid()}:{secrets.token_hex(3)}'
         self._task: asyncio.Task[None] | None = None
         self._shown: dict[int, _Shown] = {}
+        self._stopping = False
+        self._busy = False  # inside a round: stop() lets it finish
         self.delivered: list[int] = []  # job ids this process posted (tests and logs)
 
     @property
@@ -83,27 +86,37 @@ class Courier:
             self._task = asyncio.create_task(self._run(), name='edalle-courier')
 
     async def stop(self) -> None:
+        """Finish the round in progress (a result half-posted is recorded), then stop."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        if not self._busy:
+            task.cancel()  # idle: waiting for the store or for READY
+        done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
     async def _run(self) -> None:
         await self.bot.wait_until_ready()
         backoff = 1.0
-        while not self.bot.is_closed():
+        while not self._stopping and not self.bot.is_closed():
+            self._busy = True
             try:
                 await self.tick()
                 backoff = 1.0
-            except asyncio.CancelledError:
-                raise
             except Exception:  # a database or Discord outage: keep going, slower
                 log.exception('courier: a round failed; trying again in %.0f s', backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
+            finally:
+                self._busy = False
+            if self._stopping:
+                break
             await self.bot.store.wait_for_change(POLL_SECONDS)
 
     async def tick(self) -> None:

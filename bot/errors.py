@@ -129,7 +129,9 @@ def user_message(error: BaseException, *, context: str) -> str:
 async def reply_to_interaction(interaction: discord.Interaction, text: str) -> None:
     """An ephemeral answer, whether or not the interaction was already answered or deferred."""
     try:
-        if interaction.response.is_done():
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            await interaction.edit_original_response(content=text)  # replaces the "thinking…" placeholder
+        elif interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ async def edalle_bot(fake: FakeDiscord, data_dir: Path, db: Path, **overrides: A
 
 
 def job_id_in(message: FakeMessage) -> int:
-    match = re.search(r'job #(\d+)', message.content)
+    match = re.search(r'^job #(\d+)', message.content, re.MULTILINE)  # the second line names the job itself
     assert match, message.content
     return int(match[1])
 
@@ -130,7 +131,11 @@ async def wait_for_widened(fake: FakeDiscord, channel: Any, ratio: str, size: tu
     status = await fake.wait_for_message(channel, lambda m: f'expand to {ratio}' in m.content, timeout=10)
     expand_id = job_id_in(status)
     assert 'queued' in status.content or 'ETA' in status.content
-    done = await fake.wait_for_edit(status, lambda m: bool(m.attachments) or 'failed' in m.content, timeout=RESULT_TIMEOUT)
+
+    def final(message: FakeMessage) -> bool:  # progress edits may carry a preview; the result carries ℹ️
+        return 'failed' in message.content or custom_ids.info(expand_id, 0) in message.custom_ids()
+
+    done = await fake.wait_for_edit(status, final, timeout=RESULT_TIMEOUT)
     assert done.attachments, done.content
     assert image_size(done.attachments[0].data) == size
     assert done.custom_ids() == [custom_ids.info(expand_id, 0)]
@@ -153,6 +158,10 @@ def test_imagine_pick_and_expand_by_buttons_across_a_restart(
                 grid = await fake.wait_for_edit(status, is_grid, timeout=RESULT_TIMEOUT)
                 assert_grid(grid, job_id)
                 assert grid.id == status.id  # the status message became the result
+                edits = [datetime.fromisoformat(v['edited_timestamp']) for v in grid.history[1:]]
+                assert edits, 'no progress was shown before the result'
+                gaps = [(b - a).total_seconds() for a, b in zip(edits, edits[1:], strict=False)]
+                assert all(gap >= 0.45 for gap in gaps), gaps  # progress edits are throttled (0.5 s here)
 
             # A new bot process: nothing in memory; the buttons on the old grid must still work.
             async with edalle_bot(fake, bot_data_dir, worker_db):
@@ -228,8 +237,9 @@ def test_slash_commands(worker_db: Path, bot_data_dir: Path, discord_errors: Any
             assert_grid(grid, job_id)
 
             record = await fake.invoke_slash('expand', {'job': job_id, 'candidate': 2, 'ratio': '9:16'}, fake.alice)
-            note = await fake.wait_for_message(None, ephemeral=True, timeout=10)
-            assert f'job #{job_id}, candidate 2' in note.content
+            await fake.wait_for_message(
+                None, lambda m: f'job #{job_id}, candidate 2' in m.content, ephemeral=True, edited=True, timeout=10
+            )
             await wait_for_widened(fake, fake.channel, '9:16', (256, 448))
 
             await fake.invoke_slash('job', {'job_id': job_id}, fake.bob)

@@ -119,7 +119,9 @@ class Expand(commands.Cog):
             return
         if payload.user_id == self.bot.user.id:
             return
-        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        channel = self.bot.get_channel(payload.channel_id) or self.bot.get_partial_messageable(
+            payload.channel_id, guild_id=payload.guild_id
+        )
         try:
             message = await channel.fetch_message(payload.message_id)
         except discord.HTTPException:
@@ -210,7 +212,7 @@ class Expand(commands.Cog):
             prompt=prompt,
             key=f'ia:{interaction.id}',
         )
-        await interaction.followup.send(f'Expanding job #{job}, candidate {candidate}, to {ratio}.', ephemeral=True)
+        await interaction.edit_original_response(content=f'Expanding job #{job}, candidate {candidate}, to {ratio}.')
 
     async def find_target(self, ctx: commands.Context[EDalleBot]) -> tuple[int, int]:
         """(imagine job id, candidate index) from the replied-to message; a grid means its best candidate."""

@@ -124,7 +124,9 @@ class Imagine(commands.Cog):
         emoji = str(payload.emoji)
         if emoji not in NUMBER_EMOJI or self.bot.user is None or payload.user_id == self.bot.user.id:
             return
-        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        channel = self.bot.get_channel(payload.channel_id) or self.bot.get_partial_messageable(
+            payload.channel_id, guild_id=payload.guild_id
+        )
         try:
             message = await channel.fetch_message(payload.message_id)
         except discord.HTTPException:

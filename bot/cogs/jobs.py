@@ -55,7 +55,7 @@ class Jobs(commands.Cog):
             await ctx.reply(outgoing.content, mention_author=False, **kwargs)
         else:  # posted with the bot token, as every result is; the interaction only gets a note
             await ctx.channel.send(outgoing.content, **kwargs)
-            await ctx.send(f'Posted job #{job.id} again.', ephemeral=True)
+            await ctx.interaction.edit_original_response(content=f'Posted job #{job.id} again.')
 
     @commands.hybrid_command(name='info')
     async def info(self, ctx: commands.Context[EDalleBot]) -> None:

@@ -122,11 +122,11 @@ def info(job: Job, info: results.CandidateInfo | None) -> str:
     elif job.kind == EXPAND:
         result = job.result or {}
         payload = job.payload or {}
-        lines.append(
-            f'Expanded job #{job.parent_job_id}, candidate {(job.parent_index or 0) + 1}, to {payload.get("ratio")}'
-        )
+        settings = result.get('settings') if isinstance(result.get('settings'), dict) else {}
+        parent = f'job #{job.parent_job_id}, candidate {(job.parent_index or 0) + 1}'
+        lines.append(f'Expanded {parent} to {payload.get("ratio")}')
         for key in ('steps', 'seed', 'width', 'height'):
-            value = result.get(key, payload.get(key))
+            value = result.get(key, settings.get(key, payload.get(key)))
             if value is not None:
                 lines.append(f'{key.capitalize()}: {value}')
     return '\n'.join(lines)
