@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edalle.errors import JobNotFound, RunFailed
-from edalle.jobs import EXPAND, IMAGINE, Job, JobStatus, Lease, Progress, SqliteJobStore, WorkerCaps
+from edalle.jobs import EXPAND, IMAGINE, Job, JobStatus, JobStore, Lease, Progress, WorkerCaps
+from edalle.jobs import result_store as result_files
+from edalle.jobs.backends import describe, open_store
 from edalle.worker.results import RunFolder, write_preview
 from edalle.worker.runners import Cancelled, Runner, RunnerConfig, WorkItem, build_runners
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar('T')
 
 INTERNAL_ERROR = 'The worker hit an unexpected error while running this job.'
+RESULT_STORE_ERROR = 'The pictures were made but could not be stored. Please try again later.'
 HANDBACK_WAIT_SECONDS = 5.0  # after asking a runner to stop, how long to wait before leaving it behind
 REGISTER_EVERY_SECONDS = 30.0  # idle workers say they are alive this often (busy ones through renewals)
 
@@ -50,6 +53,8 @@ REGISTER_EVERY_SECONDS = 30.0  # idle workers say they are alive this often (bus
 class WorkerOptions:
     database: Path
     data_dir: Path
+    database_url: str | None = None  # postgresql://…: the shared job store on another host (else SQLite `database`)
+    result_store: str | None = None  # local (default), database or s3: where result files go for the bot
     preset: str = 'mini'
     batch: int = 1  # imagine jobs with one compat key run together, up to this many
     kinds: tuple[str, ...] = (IMAGINE, EXPAND)
@@ -79,6 +84,18 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help='the job database (default $EDALLE_DB or <data dir>/edalle.db)',
+    )
+    parser.add_argument(
+        '--database-url',
+        default=None,
+        help='postgresql://user:password@host/db: a job store shared by workers on many hosts (default $EDALLE_DATABASE_URL;'
+        ' unset: the SQLite file of --db)',
+    )
+    parser.add_argument(
+        '--result-store',
+        default=None,
+        choices=result_files.RESULT_STORES,
+        help='where result files go so the bot can read them from another host (default $EDALLE_RESULT_STORE or local)',
     )
     # SUPPRESS: when mounted under `edalle`, its global --data-dir must not be overwritten by our default
     parser.add_argument(
@@ -118,6 +135,8 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
     return WorkerOptions(
         database=database,
         data_dir=data_dir,
+        database_url=getattr(args, 'database_url', None) or env.get('EDALLE_DATABASE_URL') or None,
+        result_store=getattr(args, 'result_store', None) or env.get('EDALLE_RESULT_STORE') or None,
         preset=args.preset or env.get('EDALLE_PRESET') or 'mini',
         batch=args.batch,
         kinds=tuple(kind.strip() for kind in args.kinds.split(',') if kind.strip()),
@@ -250,6 +269,7 @@ class Worker:
         self.jobs_done = 0
         self._stop = asyncio.Event()
         self._handback = asyncio.Event()
+        self.results: result_files.ResultStore = result_files.LocalResultStore(options.data_dir)
 
     def _on_signal(self, signum: int) -> None:
         loop = asyncio.get_running_loop()
@@ -271,8 +291,12 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         options = self.options
-        store = await SqliteJobStore.open(options.database)
+        store = await open_store(options.database_url, options.database)
+        log.info('worker %s: job store %s', self.worker_id, describe(options.database_url, options.database))
         try:
+            self.results = await result_files.open_result_store(
+                options.result_store, data_dir=options.data_dir, database_url=options.database_url
+            )
             config = RunnerConfig(options.preset, options.data_dir, options.device, options.dtype)
             log.info(
                 'worker %s: loading runners for %s (preset %s)', self.worker_id, ', '.join(options.kinds), options.preset
@@ -312,12 +336,13 @@ class Worker:
                 await store.unregister_worker(self.worker_id)
             finally:
                 await store.close()
+                await self.results.close()
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
         log.info('worker %s: stopped after %d job(s)', self.worker_id, self.jobs_done)
         return 0
 
-    async def _idle(self, store: SqliteJobStore) -> None:
+    async def _idle(self, store: JobStore) -> None:
         """Sleep until another process commits (a new job, maybe), a stop, or the poll interval."""
         waiter = asyncio.ensure_future(store.wait_for_change(self.options.poll_seconds))
         stopper = asyncio.ensure_future(self._stop.wait())
@@ -326,7 +351,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(waiter, stopper, return_exceptions=True)
 
-    async def _run_batch(self, store: SqliteJobStore, runner: Runner, jobs: list[Job]) -> None:
+    async def _run_batch(self, store: JobStore, runner: Runner, jobs: list[Job]) -> None:
         items = [WorkItem(job, RunFolder.of(self.options.data_dir, job), await self._parent(store, job)) for job in jobs]
         batch = Batch(items, self.options.preview_seconds)
         log.info('worker %s: running %s job(s) %s', self.worker_id, jobs[0].kind, ', '.join(f'#{j.id}' for j in jobs))
@@ -346,15 +371,21 @@ class Worker:
         await self._settle(store, batch, future, time.monotonic() - started)
         self.jobs_done += len(items)
 
-    async def _parent(self, store: SqliteJobStore, job: Job) -> Job | None:
+    async def _parent(self, store: JobStore, job: Job) -> Job | None:
         if job.parent_job_id is None:
             return None
         try:
-            return await store.get(job.parent_job_id)
+            parent = await store.get(job.parent_job_id)
         except JobNotFound:
             return None
+        # The parent's pictures may have been made on another host: fetch them through the result store.
+        try:
+            await result_files.materialize(self.results, self.options.data_dir, parent.id)
+        except Exception:  # the runner then says the picture is missing, in words for the user
+            log.warning('worker %s: fetching the files of job #%d failed', self.worker_id, parent.id, exc_info=True)
+        return parent
 
-    async def _heartbeat(self, store: SqliteJobStore, batch: Batch) -> None:
+    async def _heartbeat(self, store: JobStore, batch: Batch) -> None:
         """Renew the leases, write progress (≤ 1 per `progress_seconds`), and pass cancels to the runner."""
         options = self.options
         tick = min(0.2, options.heartbeat_seconds / 2)
@@ -366,6 +397,8 @@ class Worker:
             progress = batch.take_progress() if now - last_progress >= options.progress_seconds else None
             if not leases or (progress is None and now - last_renew < options.heartbeat_seconds):
                 continue
+            if progress is not None and not self.results.is_local:
+                await self._publish_previews(progress)
             try:
                 if progress is not None:
                     acks = [await store.progress(lease, progress[lease.job_id], options.lease_seconds) for lease in leases]
@@ -386,7 +419,16 @@ class Worker:
                     log.info('worker %s: job #%d was cancelled', self.worker_id, lease.job_id)
                     batch.cancel_requested.add(lease.job_id)
 
-    async def _settle(self, store: SqliteJobStore, batch: Batch, future: asyncio.Future[Any], seconds: float) -> None:
+    async def _publish_previews(self, progress: dict[int, Progress]) -> None:
+        """Previews to the result store before the progress row names them (the bot may be on another host)."""
+        for job_id, item in progress.items():
+            if item.preview_path:
+                try:
+                    await result_files.publish(self.results, self.options.data_dir, job_id, [item.preview_path])
+                except Exception:  # a preview is a courtesy: the job goes on without it
+                    log.warning('worker %s: publishing the preview of job #%d failed', self.worker_id, job_id, exc_info=True)
+
+    async def _settle(self, store: JobStore, batch: Batch, future: asyncio.Future[Any], seconds: float) -> None:
         """Record how each job ended. Files of jobs that did not succeed here are removed."""
         live = [item for item in batch.items if item.job.id not in batch.lost]
         for item in batch.items:
@@ -422,8 +464,19 @@ class Worker:
                 await store.fail(lease, str(outcome), retryable=False)
                 item.folder.discard()
                 continue
+            # Files first, then the row that names them: the bot never reads a result it cannot fetch.
+            try:
+                await result_files.publish_folder(self.results, self.options.data_dir, item.job.id, item.folder.path)
+            except Exception:
+                log.error('worker %s: storing the files of job #%d failed', self.worker_id, item.job.id, exc_info=True)
+                backoff = min(60.0, self.options.retry_backoff_seconds * item.job.attempt)
+                await store.fail(lease, RESULT_STORE_ERROR, retryable=True, retry_after=backoff)
+                item.folder.discard()
+                continue
             status = await store.complete(lease, outcome, per_job)
             if status is JobStatus.SUCCEEDED:
                 item.folder.discard_other_attempts()  # left by workers that died on this job
             else:  # fenced off, or cancelled meanwhile
                 item.folder.discard()
+                if not self.results.is_local:
+                    await self.results.delete_job(item.job.id, prefix=item.folder.relative.as_posix() + '/')
