@@ -153,3 +153,22 @@ def test_api_expand_keeps_a_256_candidate_exactly(models: tuple[VQGAN, ClipModel
     assert result.settings['method'] == 'default' and result.settings['source'] == 'tokens'
     assert result.settings['steps'] == 1 and result.settings['cutn'] == 2 and result.settings['tokens'] == [16, 28]
     assert to_pixels(result.image).shape == (1, 3, 256, 448)
+
+
+def test_decode_sides_windows(models: tuple[VQGAN, ClipModel]) -> None:
+    """Sides decode with a few source tokens of context; the middle of the canvas is the source itself."""
+    from edalle.expander.default import decode_sides
+
+    vqgan, _ = models
+    geometry = compute_geometry('16:9', (8, 8))  # 14 × 8 tokens, 3 new columns per side
+    latents = vqgan.embed_tokens(torch.randint(0, 1024, (1, 8, 14))).detach()
+    sources = torch.rand(1, 3, 128, 128)
+    off = torch.autocast('cpu', enabled=False)
+    with torch.no_grad():
+        windowed = decode_sides(vqgan, latents, sources, geometry, 2, off)
+        full = decode_sides(vqgan, latents, sources, geometry, 0, off)
+        left = vqgan.decode_latents(latents[..., :5])
+    assert windowed.shape == full.shape == (1, 3, 128, 224)
+    assert torch.equal(windowed[..., 80:144], sources[..., 32:96])  # the middle is not decoded
+    assert torch.allclose(windowed[..., :80], left, atol=1e-5)  # 3 side + 2 context columns
+    assert torch.allclose(full, vqgan.decode_latents(latents), atol=1e-5)
