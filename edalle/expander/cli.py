@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def run_expand(args: argparse.Namespace, bars_cls: Any) -> int:
         method=args.method,
     )
     prepared = prepare(request)  # fail before loading models
-    request = ExpandRequest(**{**request.__dict__, 'seed': prepared.seed})
+    request = replace(request, seed=prepared.seed)  # printed, so the run can be repeated
     if not prompt.strip():
         print('note: no prompt; the picture alone guides the new sides (give --prompt to steer them).', file=sys.stderr)
 
