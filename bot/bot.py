@@ -22,6 +22,7 @@ from bot.delivery import Courier
 from bot.errors import report_interaction_error
 from bot.settings import Settings
 from bot.utils.views import DYNAMIC_ITEMS
+from edalle.jobs.result_store import LocalResultStore
 
 if TYPE_CHECKING:
     from edalle.jobs import JobStore
@@ -61,7 +62,7 @@ def intents() -> discord.Intents:
 class EDalleBot(commands.Bot):
     """The bot: text commands with `settings.prefix`, slash commands, persistent components, a result courier."""
 
-    def __init__(self, *, settings: Settings, store: JobStore, worker_status: Any = None) -> None:
+    def __init__(self, *, settings: Settings, store: JobStore, worker_status: Any = None, results: Any = None) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned_or(settings.prefix),
             intents=intents(),
@@ -73,6 +74,8 @@ class EDalleBot(commands.Bot):
         self.settings = settings
         self.store = store
         self.worker_status = worker_status  # the supervisor when this process runs the worker (for .queue)
+        # Result files, read through edalle.jobs.result_store (workers may be on other hosts); local by default.
+        self.results = results if results is not None else LocalResultStore(settings.data_dir)
         self.courier = Courier(self)
 
     async def login(self, token: str) -> None:

@@ -125,20 +125,26 @@ async def serve(settings: Settings, child_env: dict[str, str]) -> int:
     """Run until the bot fails or a signal arrives; always stop the bot, the worker and the store."""
     from bot.bot import EDalleBot
     from bot.supervisor import WorkerSupervisor, worker_argv
-    from edalle.jobs import SqliteJobStore
+    from edalle.jobs.backends import open_store
+    from edalle.jobs.result_store import open_result_store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await SqliteJobStore.open(settings.database)  # applies migrations; refuses a newer schema
+    # SQLite in the data dir, or PostgreSQL when EDALLE_DATABASE_URL is set; applies migrations, refuses a newer schema
+    store = await open_store(settings.database_url, settings.database)
     supervisor = None
+    results = None
     code = 0
     try:
+        results = await open_result_store(
+            settings.result_store, data_dir=settings.data_dir, database_url=settings.database_url, env=child_env
+        )
         if settings.run_worker:
             argv = worker_argv(
                 preset=settings.preset, data_dir=settings.data_dir, database=settings.database, extra=settings.worker_args
             )
             supervisor = WorkerSupervisor(argv, env=child_env)
             await supervisor.start()
-        bot = EDalleBot(settings=settings, store=store, worker_status=supervisor)
+        bot = EDalleBot(settings=settings, store=store, worker_status=supervisor, results=results)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -163,6 +169,8 @@ async def serve(settings: Settings, child_env: dict[str, str]) -> int:
     finally:
         if supervisor is not None:
             await supervisor.stop()
+        if results is not None:
+            await results.close()
         await store.close()
     log.info('stopped')
     return code

@@ -82,6 +82,13 @@ def _optional_int(env: Mapping[str, str], key: str) -> int | None:
         raise SettingsError(f'{key} must be a whole number, e.g. a server id (got {raw!r}).') from None
 
 
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(key, '').strip().lower() or choices[0]
+    if raw not in choices:
+        raise SettingsError(f'{key} must be one of {", ".join(choices)} (got {raw!r}).')
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the bot process is configured with. Field comments give the environment variable."""
@@ -89,6 +96,8 @@ class Settings:
     token: str = field(default='', repr=False)  # DISCORD_TOKEN (never logged: repr=False)
     data_dir: Path = Path('data')  # EDALLE_DATA_DIR: models, edalle.db, images/
     db_path: Path | None = None  # EDALLE_DB (default <data dir>/edalle.db)
+    database_url: str | None = field(default=None, repr=False)  # EDALLE_DATABASE_URL: postgresql://… (workers elsewhere)
+    result_store: str = 'local'  # EDALLE_RESULT_STORE: local, database or s3 (where workers put result files)
     preset: str = 'mini'  # EDALLE_PRESET: the models the local worker loads (mini, mega, tiny)
     prefix: str = '.'  # EDALLE_PREFIX: the prefix of text commands
     api_base: str | None = None  # DISCORD_API_BASE: e.g. http://127.0.0.1:8080/api/v10 for a Discord-compatible server
@@ -121,6 +130,8 @@ class Settings:
             token=env.get('DISCORD_TOKEN', '').strip(),
             data_dir=data_dir,
             db_path=Path(db) if db else None,
+            database_url=env.get('EDALLE_DATABASE_URL', '').strip() or None,
+            result_store=_choice(env, 'EDALLE_RESULT_STORE', ('local', 'database', 's3')),
             preset=env.get('EDALLE_PRESET', '').strip() or 'mini',
             prefix=env.get('EDALLE_PREFIX', '') or '.',
             api_base=env.get('DISCORD_API_BASE', '').strip().rstrip('/') or None,
