@@ -32,6 +32,7 @@ from bot.utils import render, results
 from bot.utils.images import Upload, load_upload, upload_limit
 from bot.utils.views import expanded_view, grid_view, status_view
 from edalle.jobs import EXPAND, IMAGINE, Delivery, Job, JobStatus
+from edalle.jobs.result_store import materialize
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -148,6 +149,8 @@ class Courier:
         """The message a finished job becomes (also used by `.job` to re-post it)."""
         data_dir = self.settings.data_dir
         limit = upload_limit(self.bot.get_guild(job.guild_id) if job.guild_id else None, self.settings.max_upload_bytes)
+        if job.status is JobStatus.SUCCEEDED:  # the worker may be on another host: files come via the result store
+            await materialize(self.bot.results, data_dir, job.id)
         if job.status is JobStatus.SUCCEEDED and job.kind == IMAGINE:
             found = results.candidates(job, data_dir)
             upload = await load_upload(results.grid_path(job, data_dir), limit, f'job-{job.id}-grid.png')
@@ -238,6 +241,10 @@ class Courier:
         message = channel.get_partial_message(job.status_message_id or 0)
         kwargs: dict = {}
         if preview is not None:
+            try:
+                await materialize(self.bot.results, self.settings.data_dir, job.id, preview, refresh=True)
+            except Exception as exc:  # a preview is a courtesy, like the edit itself
+                log.info('job %s: could not fetch its preview: %r', job.id, exc)
             path = self.settings.data_dir / preview
             if path.is_file():
                 limit = upload_limit(

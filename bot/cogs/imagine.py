@@ -23,6 +23,7 @@ from bot.utils.images import load_upload, upload_limit
 from bot.utils.views import NUMBER_EMOJI, candidate_view
 from edalle.errors import JobNotFound
 from edalle.jobs import IMAGINE, Job, JobStatus
+from edalle.jobs.result_store import materialize
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -76,6 +77,8 @@ class Imagine(commands.Cog):
 
     async def post_candidate(self, channel: discord.abc.Messageable, job: Job, index: int, *, nonce: str) -> discord.Message:
         """Candidate `index` at 256×256 with the expand controls, as a channel message (DM if refused)."""
+        if job.status is JobStatus.SUCCEEDED:  # made on another host, maybe: fetched through the result store
+            await materialize(self.bot.results, self.bot.settings.data_dir, job.id)
         info = results.candidate(job, index, self.bot.settings.data_dir)
         if job.status is not JobStatus.SUCCEEDED or info is None:
             raise NoSuchCandidate(f'Job #{job.id} has no candidate {index + 1} (yet).')
