@@ -213,6 +213,10 @@ def test_reactions_pick_and_expand_and_big_files_are_reencoded(
             await fake.add_reaction(picked, '↔️', fake.bob)
             await fake.add_reaction(picked, '↔️', fake.bob)  # Discord may repeat an event: still one job
             await wait_for_widened(fake, fake.images_channel, '16:9', (448, 256))
+
+            await fake.send_user_message(fake.images_channel, fake.bob, '.expand 2:1 a stormy sea', reply_to=picked)
+            widened, expand_id = await wait_for_widened(fake, fake.images_channel, '2:1', (512, 256))
+            assert (await read_job(worker_db, expand_id)).payload['prompt'] == 'a stormy sea'
             await asyncio.sleep(0.5)
             candidates = [m for m in fake.bot_messages(fake.images_channel) if 'candidate 3 of job' in m.content]
             assert len(candidates) == 1
@@ -241,6 +245,16 @@ def test_slash_commands(worker_db: Path, bot_data_dir: Path, discord_errors: Any
                 None, lambda m: f'job #{job_id}, candidate 2' in m.content, ephemeral=True, edited=True, timeout=10
             )
             await wait_for_widened(fake, fake.channel, '9:16', (256, 448))
+
+            await fake.click_button(grid, custom_ids.reroll(job_id), fake.alice)
+            reroll = await fake.wait_for_message(fake.channel, lambda m: 'a castle on a hill' in m.content, timeout=10)
+            reroll_id = job_id_in(reroll)
+            assert reroll_id != job_id and custom_ids.cancel(reroll_id) in reroll.custom_ids()
+            await fake.click_button(reroll, custom_ids.cancel(reroll_id), fake.alice)
+            note = await fake.wait_for_message(None, ephemeral=True)
+            assert f'job #{reroll_id}' in note.content
+            await fake.wait_for_edit(reroll, lambda m: 'was cancelled' in m.content, timeout=60)
+            assert (await read_job(worker_db, reroll_id)).status is JobStatus.CANCELLED
 
             await fake.invoke_slash('job', {'job_id': job_id}, fake.bob)
             again = await fake.wait_for_message(fake.channel, lambda m: is_grid(m) and m.id != grid.id)

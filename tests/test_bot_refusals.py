@@ -6,6 +6,7 @@ The real discord.py client talks to the local fake Discord, as in `test_bot_e2e.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -18,7 +19,7 @@ from discord_fake import FakeDiscord, FakeMessage, Permissions, run, running_bot
 
 from bot.bot import EDalleBot
 from bot.settings import Settings
-from edalle.jobs import BOT_WIDE, Job, SqliteJobStore
+from edalle.jobs import BOT_WIDE, Job, SqliteJobStore, WorkerCaps
 
 FAST = dict(preset='tiny', run_worker=False, sync_commands='always', guild_ready_timeout=0.05)
 
@@ -140,11 +141,17 @@ def test_prompts_ratios_and_unknown_things(tmp_path: Path, discord_errors: Any, 
             assert "can't find job #987654" in answer.content
             answer = await say(fake, fake.bob, f'.cancel {job.id}')
             assert 'Only the person who started this job' in answer.content
-            answer = await say(fake, fake.alice, f'.cancel {job.id}')
+            answer = await say(fake, fake.moderator, f'.cancel {job.id}')  # admins may cancel anyone's
             assert 'Cancelled job' in answer.content
             assert (await bot.store.quota(fake.guild.id, fake.alice.id)).imagines_used == 0  # cancelled: not charged
             answer = await say(fake, fake.alice, '.info')
             assert '25 of 25 imagines' in answer.content
+            await fake.invoke_slash('expand', {'ratio': '10:1'}, fake.alice)
+            private = await fake.wait_for_message(None, ephemeral=True)
+            assert 'out of range' in private.content and '16:9' in private.content
+            await fake.invoke_slash('expand', {}, fake.bob)
+            private = await fake.wait_for_message(None, ephemeral=True)
+            assert 'nothing to expand' in private.content
 
     run(main(), 60)
 
@@ -194,5 +201,31 @@ def test_unexpected_errors_show_an_id_that_is_in_the_logs(
             assert 'exploded' not in answer.content and fake.token not in answer.content
             logged = [r for r in caplog.records if r.levelno >= logging.ERROR and match[1] in r.getMessage()]
             assert logged and logged[0].exc_info is not None
+
+    run(main(), 60)
+
+
+def test_a_failed_job_is_reported_and_results_fall_back_to_dms(tmp_path: Path, discord_errors: Any, bot_errors: Any) -> None:
+    """A job the worker gives up on is reported with its reason; when the channel refuses the bot, by DM."""
+
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            status = await say(fake, fake.alice, '.imagine an impossible picture', fake.images_channel)
+            await fake.delete_user_message(status)
+            deny = Permissions.SEND_MESSAGES | Permissions.ATTACH_FILES
+            await fake.set_channel_permissions(fake.images_channel, fake.bot_user, deny=deny)
+            # Play the worker through the store's own verbs: claim the job, then fail it for good.
+            (job,) = await bot.store.claim('test-worker', WorkerCaps(()), 30)
+            assert job.lease is not None
+            await bot.store.fail(job.lease, 'The picture could not be drawn.', retryable=False)
+            dm = await fake.wait_for_message(fake.dm_channel(fake.alice), timeout=10)
+            assert f'job #{job.id} failed: The picture could not be drawn.' in dm.content
+            assert 'missing permissions' in dm.content
+            for _ in range(50):  # the courier records the post just after it
+                if (await bot.store.get(job.id)).delivered_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await bot.store.get(job.id)).result_message_id == dm.id
+            assert (await bot.store.quota(fake.guild.id, fake.alice.id)).imagines_used == 0  # failed: not charged
 
     run(main(), 60)
