@@ -133,8 +133,11 @@ class Courier:
         job = delivery.job
         try:
             message_id = await self.post_result(job)
+        except discord.Forbidden as exc:  # neither the channel nor the member's DMs accept us: nothing left to try
+            log.warning('job %s: undeliverable (channel %s and DMs refused): %s', job.id, job.channel_id, exc)
+            message_id = None
         except Exception as exc:
-            if delivery.attempt < MAX_DELIVERY_ATTEMPTS and not isinstance(exc, (FileNotFoundError, discord.Forbidden)):
+            if delivery.attempt < MAX_DELIVERY_ATTEMPTS and not isinstance(exc, FileNotFoundError):
                 # Left leased: another round (or a restarted bot) tries again when the lease runs out.
                 log.warning('job %s: posting the result failed (attempt %d): %r', job.id, delivery.attempt, exc)
                 return

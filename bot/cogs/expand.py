@@ -16,17 +16,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import check_channel_permissions, expand_request, submit
+from bot.admission import check_channel_permissions, expand_request, prepare_prompt, submit
 from bot.cogs.imagine import request_key, send_note
 from bot.errors import EdalleError, NothingToExpand, user_message
 from bot.utils import render, results
 from bot.utils.checks import require_owner
-from bot.utils.custom_ids import message_target
+from bot.utils.custom_ids import message_target, parse
 from bot.utils.images import looks_like_image
 from bot.utils.ratios import WIDE, check_ratio
 from bot.utils.views import WIDE_EMOJI
 from edalle.errors import JobNotFound
-from edalle.jobs import EXPAND, IMAGINE, Job
+from edalle.jobs import EXPAND, IMAGINE, Job, JobStatus
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -71,8 +71,6 @@ class Expand(commands.Cog):
         await require_owner(self.bot, user, guild, parent)
         check_channel_permissions(channel)
         if prompt:
-            from bot.admission import prepare_prompt
-
             prompt, _ = await prepare_prompt(self.bot, guild.id if guild else None, prompt)
         request = await expand_request(
             self.bot,
@@ -197,7 +195,7 @@ class Expand(commands.Cog):
             raise ExpandUploadsUnsupported()
         if job is None:
             mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
-            finished = [j for j in mine if j.kind == IMAGINE and j.result]
+            finished = [j for j in mine if j.kind == IMAGINE and j.status is JobStatus.SUCCEEDED]
             if not finished:
                 raise NothingToExpand()
             job = finished[0].id
@@ -241,8 +239,6 @@ class Expand(commands.Cog):
 
     async def _expand_result_parent(self, message: discord.Message) -> tuple[int, int] | None:
         """A widened picture carries only ℹ️ (`ed:info:<expand job>:0`): expand its source candidate again."""
-        from bot.utils.custom_ids import parse
-
         for custom_id in components_of(message):
             parsed = parse(custom_id)
             if parsed and parsed[0] == 'info':

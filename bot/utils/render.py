@@ -11,6 +11,7 @@ from pathlib import Path
 
 import discord
 
+from bot.errors import redact
 from bot.utils import results
 from bot.utils.views import NUMBER_EMOJI
 from edalle.jobs import EXPAND, Admission, Job, JobStatus, Quota
@@ -96,7 +97,7 @@ def expand_result(job: Job) -> str:
 
 
 def failed(job: Job) -> str:
-    reason = job.error or 'the worker could not finish it'
+    reason = redact(job.error or 'the worker could not finish it')  # written for members; redacted all the same
     return f'{_what(job)} · <@{job.user_id}>\n❌ job #{job.id} failed: {reason}'
 
 
