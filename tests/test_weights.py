@@ -74,3 +74,28 @@ def test_verify_detects_a_changed_file(tmp_path: Path) -> None:
     assert [c.path for c in bad] == [target] and 'hash differs' in bad[0].detail
     target.unlink()
     assert [c.detail for c in verify('mini', tmp_path / 'data', check_shapes=False) if not c.ok] == ['missing']
+
+
+def test_tiny_preset_is_generated_identically_and_verifies(tmp_path: Path) -> None:
+    from edalle.weights import ensure_tiny, sha256_of
+
+    ensure_tiny(tmp_path / 'a')
+    ensure_tiny(tmp_path / 'b')
+    files = PRESETS['tiny'].missing_files(models_dir(tmp_path / 'nowhere'))  # every required path, relative layout
+    names = [p.relative_to(models_dir(tmp_path / 'nowhere')) for p in files]
+    assert len(names) == 6
+    for name in names:
+        assert sha256_of(models_dir(tmp_path / 'a') / name) == sha256_of(models_dir(tmp_path / 'b') / name), name
+    checks = verify('tiny', tmp_path / 'a')
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    assert sum('shapes match' in c.detail for c in checks) == 3
+
+
+def test_verify_reports_weights_that_do_not_load(tmp_path: Path) -> None:
+    from edalle.weights import ensure_tiny
+
+    ensure_tiny(tmp_path)
+    weights = models_dir(tmp_path) / 'tiny' / 'dalle' / 'flax_model.msgpack'
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    bad = [c for c in verify('tiny', tmp_path) if not c.ok]
+    assert [c.path.name for c in bad] == ['dalle'] and 'does not load' in bad[0].detail
