@@ -124,11 +124,13 @@ def explain(exc: BaseException, settings: Settings) -> str:
 async def serve(settings: Settings, child_env: dict[str, str]) -> int:
     """Run until the bot fails or a signal arrives; always stop the bot, the worker and the store."""
     from bot.bot import EDalleBot
+    from bot.loop_monitor import start_loop_monitor
     from bot.supervisor import WorkerSupervisor, worker_argv
     from edalle.jobs.backends import open_store
     from edalle.jobs.result_store import open_result_store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    monitor = start_loop_monitor(child_env, settings.data_dir)  # EDALLE_LOOP_MONITOR=1: bot/loop_monitor.py
     # SQLite in the data dir, or PostgreSQL when EDALLE_DATABASE_URL is set; applies migrations, refuses a newer schema
     store = await open_store(settings.database_url, settings.database)
     supervisor = None
@@ -172,5 +174,7 @@ async def serve(settings: Settings, child_env: dict[str, str]) -> int:
         if results is not None:
             await results.close()
         await store.close()
+        if monitor is not None:
+            await monitor.stop()
     log.info('stopped')
     return code
