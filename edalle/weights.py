@@ -81,17 +81,35 @@ def require(preset: Preset, data_dir: Path) -> None:
 # --------------------------------------------------------------------------- download
 
 
+class DownloadFailed(FileNotFoundError):
+    """A preset file could not be fetched, or arrived corrupted; the message is one line naming the file.
+
+    A `FileNotFoundError` because that is what it leaves behind (the file is still missing), and
+    because the CLI reports those as one short line with exit status 2 rather than a traceback.
+    """
+
+
+PARTIAL_SUFFIX = '.incomplete'
+
+
 def download(preset_name: str, data_dir: Path, *, log: Callable[[str], None] = print) -> list[Path]:
     """Fetch every file of a preset from the Hugging Face Hub into the data directory.
 
-    `hf_hub_download` resumes partial files and draws its own progress bars. Each file is
-    checked against the hub's SHA-256 (the LFS object id) before it is recorded.
+    Each file streams into a partial file next to its final place and is renamed only once its
+    hash matches the hub's (the LFS SHA-256, or the git blob id for small files), so an
+    interrupted run (a dropped connection, Ctrl-C, a crash) resumes where it stopped with an HTTP
+    Range request, and a bad transfer never lands under the real name. `huggingface_hub` does the
+    HTTP (auth token, offline mode, retries that resume within one run, the progress bar); its own
+    `hf_hub_download` is not used because recent versions (2.x, huggingface_hub#4228) write to a
+    per-process temporary file deleted on failure, so a second run would start a multi-gigabyte
+    file from zero.
+    Files already recorded in the manifest with a matching hash are not fetched again.
     """
     preset = get_preset(preset_name)
     if preset.generated:
         ensure_tiny(data_dir)
         return []
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
 
     api = HfApi()
     fetched: list[Path] = []
@@ -100,35 +118,130 @@ def download(preset_name: str, data_dir: Path, *, log: Callable[[str], None] = p
         target.mkdir(parents=True, exist_ok=True)
         for hub_file in component.files:
             local = target / hub_file.filename
-            if local.is_file() and read_manifest(target).get(hub_file.filename):
+            recorded = read_manifest(target).get(hub_file.filename)
+            if recorded and local.is_file() and sha256_of(local) == recorded['sha256']:
                 log(f'already here: {local}')
                 continue
-            log(f'fetching {hub_file.repo_id}/{hub_file.filename}')
+            name = f'{hub_file.repo_id}/{hub_file.filename}'
+            log(f'fetching {name}')
             try:
-                hf_hub_download(hub_file.repo_id, hub_file.filename, revision=hub_file.revision, local_dir=target)
-            except Exception as exc:  # the hub's errors are many; the user needs to know which file and why
+                sha256 = _fetch(api, hub_file.repo_id, hub_file.filename, hub_file.revision, local, log)
+            except DownloadFailed:
+                raise  # corrupted: never skipped quietly, even for an optional file
+            except Exception as exc:  # the hub's errors are many and long; the user needs which file and why
                 if not hub_file.required:
-                    log(f'skipped optional {hub_file.filename}: {exc.__class__.__name__}')
+                    log(f'skipped optional {name}: {_reason(exc)}')
                     continue
-                raise RuntimeError(f'Could not fetch {hub_file.repo_id}/{hub_file.filename}: {exc}') from exc
-            actual = sha256_of(local)
-            expected = _hub_sha256(api, hub_file.repo_id, hub_file.filename, hub_file.revision)
-            if expected and expected != actual:
-                local.unlink()
-                raise RuntimeError(f'{local.name} arrived corrupted (sha256 {actual[:12]}… ≠ {expected[:12]}…); run again.')
-            record_in_manifest(target, hub_file.filename, actual, f'hub:{hub_file.repo_id}@{hub_file.revision or "main"}')
+                raise DownloadFailed(f'could not fetch {name}: {_reason(exc)}') from exc
+            record_in_manifest(target, hub_file.filename, sha256, f'hub:{hub_file.repo_id}@{hub_file.revision or "main"}')
             fetched.append(local)
     return fetched
 
 
-def _hub_sha256(api: object, repo_id: str, filename: str, revision: str | None) -> str | None:
-    """The hub's SHA-256 for an LFS file, or None for small git-stored files."""
+def _fetch(api: object, repo_id: str, filename: str, revision: str | None, local: Path, log: Callable[[str], None]) -> str:
+    """Download one file to `local` through a resumable partial file; return its SHA-256."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo_id, filename, revision=revision)
+    meta = get_hf_file_metadata(url)  # HEAD: the etag names this version of the file, size and final location
+    headers = build_hf_headers()
+    # Compressed bodies make byte ranges meaningless, and the size would no longer match.
+    headers['Accept-Encoding'] = 'identity'
+    if urlsplit(meta.location).netloc != urlsplit(url).netloc:
+        headers.pop('authorization', None)  # a signed CDN URL: the token is for the hub only
+    partial = _partial_path(local, meta.etag)
+    for stale in local.parent.glob(f'.{local.name}.*{PARTIAL_SUFFIX}'):
+        if stale != partial:
+            stale.unlink()  # a partial of an older version of the file
+    if meta.size is not None and partial.is_file() and partial.stat().st_size > meta.size:
+        partial.unlink()
+    resume_size = partial.stat().st_size if partial.is_file() else 0
+    if resume_size:
+        log(f'resuming {local.name} at {resume_size} bytes')
+    # Unbuffered: every chunk that arrived is on disk, whatever stops the process.
+    with partial.open('ab', buffering=0) as f:
+        try:
+            http_get(
+                meta.location,
+                f,
+                resume_size=resume_size,
+                headers=headers,
+                expected_size=meta.size,
+                displayed_filename=local.name,
+            )
+        except KeyboardInterrupt:
+            log(f'{f.tell()} bytes of {local.name} kept in {partial}; run the command again to resume')
+            raise
+    sha256, git_sha1 = _hashes(partial)
+    expected = _expected_hash(api, repo_id, filename, revision, meta.etag)
+    if expected is not None:
+        kind, want = expected
+        got = sha256 if kind == 'sha256' else git_sha1
+        if got != want:
+            partial.unlink()
+            raise DownloadFailed(
+                f'{repo_id}/{filename} arrived corrupted ({kind} {got[:12]}… instead of the hub’s {want[:12]}…); '
+                'it was removed, run the command again.'
+            )
+    partial.replace(local)
+    return sha256
+
+
+def _partial_path(local: Path, etag: str | None) -> Path:
+    """Hidden, and named after the hub's etag so that a partial never resumes into a newer version."""
+    tag = ''.join(c for c in (etag or 'unknown') if c.isalnum())[:64]
+    return local.with_name(f'.{local.name}.{tag}{PARTIAL_SUFFIX}')
+
+
+def _hashes(path: Path, chunk_size: int = 1 << 20) -> tuple[str, str]:
+    """SHA-256 and the git blob id in one pass: LFS files are named by the first, small files by the second."""
+    sha256 = hashlib.sha256()
+    git = hashlib.sha1(f'blob {path.stat().st_size}\0'.encode())
+    with path.open('rb') as f:
+        while block := f.read(chunk_size):
+            sha256.update(block)
+            git.update(block)
+    return sha256.hexdigest(), git.hexdigest()
+
+
+def _expected_hash(
+    api: object, repo_id: str, filename: str, revision: str | None, etag: str | None
+) -> tuple[str, str] | None:
+    """What the file must hash to: ('sha256', …) for LFS files, ('git-sha1', …) for small git-stored ones.
+
+    The paths-info API is the authority. If it cannot be reached, an LFS file's etag is its
+    SHA-256 and stands in; otherwise only the size (checked while downloading) is known.
+    """
     try:
         infos = api.get_paths_info(repo_id, [filename], revision=revision)  # type: ignore[attr-defined]
     except Exception:
-        return None
-    lfs = getattr(infos[0], 'lfs', None) if infos else None
-    return getattr(lfs, 'sha256', None)
+        infos = []
+    if infos:
+        lfs = getattr(infos[0], 'lfs', None)
+        if lfs is not None and getattr(lfs, 'sha256', None):
+            return 'sha256', lfs.sha256
+        if getattr(infos[0], 'blob_id', None):
+            return 'git-sha1', infos[0].blob_id
+    if etag and len(etag) == 64 and all(c in '0123456789abcdef' for c in etag):
+        return 'sha256', etag
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a fetch failed, in one line: the hub's messages run over several (request ids, hints)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if 'OfflineModeIsEnabled' in names:
+        return 'offline mode is on (HF_HUB_OFFLINE is set)'
+    from huggingface_hub import constants
+
+    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if names & {'ConnectError', 'ConnectionError', 'ConnectTimeout', 'TimeoutException', 'Timeout'}:
+        return f'the Hugging Face Hub at {constants.ENDPOINT} is unreachable ({first_line})'
+    return first_line[:300]
 
 
 # --------------------------------------------------------------------------- import
