@@ -107,7 +107,10 @@ def test_entry_point_runs_bot_and_supervised_worker(
 
         grid = server.call(fake.wait_for_message(None, is_grid, timeout=180, edited=True), timeout=190)
         assert len(grid.attachments) == 1
-        job = read_job(db, job_id)
+        # the edit lands before the bot records the delivery: give the record a moment
+        deadline = time.monotonic() + 10
+        while (job := read_job(db, job_id)).delivered_at is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert job.status.value == 'succeeded' and job.attempt >= 2 and job.delivered_at is not None
         time.sleep(1.0)
         grids = [m for m in fake.bot_messages(fake.channel) if any(c.startswith('ed:pick:') for c in m.custom_ids())]
