@@ -30,7 +30,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY edalle ./edalle
 COPY bot ./bot
-RUN pip install . && useradd --create-home --uid 1000 edalle && mkdir -p /data && chown edalle /data
+RUN pip install '.[postgres]' && useradd --create-home --uid 1000 edalle && mkdir -p /data && chown edalle /data
 
 USER edalle
 VOLUME ["/data"]
