@@ -84,16 +84,19 @@ async def publish_folder(results: ResultStore, data_dir: Path, job_id: int, fold
     return await publish(results, data_dir, job_id, files)
 
 
-async def materialize(results: ResultStore, data_dir: Path, job_id: int, path: str | None = None) -> int:
+async def materialize(
+    results: ResultStore, data_dir: Path, job_id: int, path: str | None = None, *, refresh: bool = False
+) -> int:
     """Reader side: make the job's files (or just `path`) present under `data_dir`; returns how many were
-    fetched. Files already there are kept (results never change once published)."""
+    fetched. Files already there are kept (a result never changes once published) unless `refresh`
+    (a preview, which the worker rewrites under one name)."""
     if results.is_local:
         return 0
     keys = [_checked(path)] if path is not None else await results.list(job_id)
     fetched = 0
     for key in keys:
         target = data_dir / key
-        if target.is_file():
+        if target.is_file() and not refresh:
             continue
         try:
             data = await results.get(job_id, key)
