@@ -16,6 +16,8 @@ MEMBERS members of one guild each send one `.imagine` within WINDOW_SECONDS, and
     .venv/bin/python bench/bot_load.py                     # 200 members, 3 s window, 2 candidates each
     .venv/bin/python bench/bot_load.py --members 10 --candidates 1 --json out.json
     .venv/bin/python bench/bot_load.py --profile           # cProfile of the bot process, top functions
+    .venv/bin/python bench/bot_load.py --workers 0         # no worker: acknowledgements only, ~10 s (profiling)
+    .venv/bin/python bench/bot_load.py --progress-seconds 30 --worker-nice 10   # the knobs tried in RESULTS.md
 
 Targets (issue 7): p99 acknowledgement < 300 ms; the bot's loop never blocked > 100 ms. Exit status 1 when
 a job was lost or answered twice (or the run timed out); `--strict` also fails on a missed target.
@@ -53,6 +55,7 @@ CANDIDATES = 2  # candidates per imagine (bot-wide admin limit `candidates_per_i
 WORKERS = 1  # 1: the bot's supervised worker; N > 1: --no-worker plus N separate worker processes
 WORKER_BATCH = 4  # worker --batch: compatible imagine jobs run as one batch
 SEED = 1234  # send times and prompts
+PROGRESS_SECONDS = 3.0  # the bot's default: at most one progress edit per status message this often
 RESULT_TIMEOUT = 1800.0  # seconds for the whole queue to drain
 ACK_P99_TARGET_MS = 300.0
 LOOP_BLOCK_TARGET_MS = 100.0
@@ -126,6 +129,11 @@ class Member:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def supervised(args: argparse.Namespace) -> bool:
+    """One worker, not niced: the bot's own supervised child; otherwise separate worker processes."""
+    return args.workers == 1 and not args.worker_nice
+
+
 def bot_env(fake: FakeDiscord, data_dir: Path, args: argparse.Namespace) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(('DISCORD_', 'EDALLE_'))}
     return {
@@ -136,10 +144,11 @@ def bot_env(fake: FakeDiscord, data_dir: Path, args: argparse.Namespace) -> dict
         'EDALLE_GUILD_READY_TIMEOUT': '0.05',
         'EDALLE_SYNC_COMMANDS': 'never',
         'EDALLE_WORKER_ARGS': f'--batch {args.batch} --poll 0.2 --kinds imagine',
-        'EDALLE_WORKER': '1' if args.workers == 1 else '0',
+        'EDALLE_WORKER': '1' if supervised(args) else '0',  # 0 workers: nothing runs, only acks are measured
         'EDALLE_LOOP_MONITOR': '1',
         'EDALLE_LOOP_MONITOR_FILE': str(data_dir / 'loop-monitor.json'),
         'EDALLE_LOG_LEVEL': 'INFO',
+        'EDALLE_PROGRESS_SECONDS': str(args.progress_seconds),
         'JAX_PLATFORMS': 'cpu',
         'PYTHONUNBUFFERED': '1',
     }
@@ -292,7 +301,7 @@ async def run_load(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     worker_pids: list[int] = []
     result: dict[str, Any] = {}
     try:
-        if args.workers > 1:
+        if not supervised(args):
             for n in range(args.workers):
                 worker_log = (work / f'worker{n}.log').open('wb')
                 proc = await asyncio.create_subprocess_exec(
@@ -303,17 +312,18 @@ async def run_load(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     stdout=worker_log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=(lambda: os.nice(args.worker_nice)) if args.worker_nice else None,
                 )
                 workers.append(proc)
                 worker_pids.append(proc.pid)
-        else:
+        if supervised(args):
             worker_pids.append(int((await wait_for_log(log_path, r'worker started \(pid (\d+)\)', 120, bot))[1]))
         await fake.wait_for_ready(timeout=120)
         await wait_for_log(log_path, r'connected as', 60, bot)
 
         # Warm-up: one job end to end, so the worker has loaded and compiled before the burst.
         started = time.monotonic()
-        if args.warmup:
+        if args.warmup and args.workers > 0:
             await fake.send_user_message(fake.channel, fake.alice, '.imagine a warm-up lighthouse')
             status = await fake.wait_for_message(fake.channel, timeout=30)
             await fake.wait_for_edit(status, lambda m: any(c.startswith('ed:pick:') for c in m.custom_ids()), timeout=600)
@@ -335,11 +345,12 @@ async def run_load(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         await asyncio.gather(*(send(m) for m in members))
         sent_span = max(m.sent_at or 0.0 for m in members) - burst_start
         tally = Tally(fake, members, first_request)
+        drain = args.workers > 0 and not args.ack_only
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             tally.update()
             acked = sum(1 for m in members if m.ack_at is not None)
-            if acked == len(members) and tally.answered() == len(tally.by_job):
+            if acked == len(members) and (not drain or tally.answered() == len(tally.by_job)):
                 break
             if bot.returncode is not None:
                 raise RuntimeError(f'the bot exited with {bot.returncode}')
@@ -355,6 +366,8 @@ async def run_load(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         burst_requests = fake.requests[first_request:]
         result = {
             'members': len(members),
+            'wall_minus_monotonic': time.time() - time.monotonic(),  # to line the bot's log times up with ours
+            'drained': drain,
             'sent_span_s': round(sent_span, 3),
             'warmup_s': round(warmup_s, 1),
             'timed_out': timed_out,
@@ -420,7 +433,7 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> tuple[list[st
     waits = [r['wait_s'] for r in rows if r['wait_s'] is not None]
     posts = [r['result_posts'] for r in rows]
     db = result['db']
-    exactly_once = (
+    exactly_once = (not result['drained'] and not result['timed_out'] and result['refused'] == 0 and len(acks) == n) or (
         not result['timed_out']
         and result['refused'] == 0
         and len(acks) == n
@@ -440,7 +453,8 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> tuple[list[st
     ack_ok, loop_ok = p99 < ACK_P99_TARGET_MS, loop_max < LOOP_BLOCK_TARGET_MS
     lines = [
         f'bot under load: {n} members, sent within {result["sent_span_s"]:.2f} s, {args.candidates} candidate(s) each, '
-        f'tiny preset, {args.workers} worker(s) with --batch {args.batch}',
+        f'tiny preset, {args.workers} worker(s) with --batch {args.batch}'
+        f'{f" at nice {args.worker_nice}" if args.worker_nice else ""}, progress edits every {args.progress_seconds:g} s',
         f'admin limits raised bot-wide before the start (the defaults would refuse or slow this): {result["limits"]}',
         f'machine: {os.cpu_count()} CPU cores, load average before {result["load_before"]}, after {result["load_after"]}; '
         f'warm-up job {result["warmup_s"]} s; queue drained in {result["drain_s"]} s; '
@@ -460,13 +474,20 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> tuple[list[st
             f'most overtaken by later members: {max(overtaken) if overtaken else 0} '
             f'(workers × batch = {args.workers * args.batch})'
         )
-    lines.append(
-        f'exactly once: {sum(1 for p in posts if p == 1)}/{n} jobs answered once, '
-        f'{sum(1 for p in posts if p > 1)} answered twice or more, {sum(1 for p in posts if p == 0)} unanswered, '
-        f'{result["refused"]} refused, {result["stray_results"]} stray; database: {db["succeeded"]}/{db["jobs"]} succeeded, '
-        f'{db["delivered"]} delivered, {db["members_charged_once"]}/{n} members charged exactly once '
-        f'({db["members_charged_twice_or_more"]} more than once)'
-    )
+    if not result['drained']:
+        lines.append(
+            f'exactly once: not measured (--ack-only or --workers 0: the queue was not drained); '
+            f'{len(acks)}/{n} acknowledged, {result["refused"]} refused, {db["members_charged_once"]}/{n} charged once'
+        )
+    else:
+        lines.append(
+            f'exactly once: {sum(1 for p in posts if p == 1)}/{n} jobs answered once, '
+            f'{sum(1 for p in posts if p > 1)} answered twice or more, {sum(1 for p in posts if p == 0)} unanswered, '
+            f'{result["refused"]} refused, {result["stray_results"]} stray; '
+            f'database: {db["succeeded"]}/{db["jobs"]} succeeded, {db["delivered"]} delivered, '
+            f'{db["members_charged_once"]}/{n} members charged exactly once '
+            f'({db["members_charged_twice_or_more"]} more than once)'
+        )
     if loop:
         lines.append(
             f'bot event loop (ticker every {loop["interval_ms"]:.0f} ms, {loop["ticks"]} ticks): '
@@ -482,7 +503,8 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> tuple[list[st
     lines.append(
         f'target max loop block < {LOOP_BLOCK_TARGET_MS:.0f} ms: {"PASS" if loop_ok else "FAIL"} ({loop_max:.1f} ms)'
     )
-    lines.append(f'exactly once, none missing, charged once: {"PASS" if exactly_once else "FAIL"}')
+    verdict = 'n/a (acknowledged once each)' if not result['drained'] else 'PASS' if exactly_once else 'FAIL'
+    lines.append(f'exactly once, none missing, charged once: {verdict}')
     return lines, exactly_once, ack_ok and loop_ok
 
 
@@ -497,9 +519,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--members', type=int, default=MEMBERS)
     parser.add_argument('--window', type=float, default=WINDOW_SECONDS, help='seconds over which members send')
     parser.add_argument('--candidates', type=int, default=CANDIDATES)
-    parser.add_argument('--workers', type=int, default=WORKERS)
+    parser.add_argument('--workers', type=int, default=WORKERS, help='0: no worker at all (implies --ack-only)')
+    parser.add_argument(
+        '--worker-nice', type=int, default=0, help='run the worker(s) as separate processes at this niceness'
+    )
+    parser.add_argument('--ack-only', action='store_true', help='stop once every member is acknowledged (profiling)')
     parser.add_argument('--batch', type=int, default=WORKER_BATCH)
     parser.add_argument('--seed', type=int, default=SEED)
+    parser.add_argument('--progress-seconds', type=float, default=PROGRESS_SECONDS, help="the bot's EDALLE_PROGRESS_SECONDS")
     parser.add_argument('--timeout', type=float, default=RESULT_TIMEOUT, help='seconds for the queue to drain')
     parser.add_argument('--settle', type=float, default=3.0, help='seconds to watch for duplicates after the last result')
     parser.add_argument(
