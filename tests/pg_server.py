@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -83,7 +84,25 @@ class PgServer:
         log = self.root / 'server.log'
         self._run(str(self.bin_dir / 'pg_ctl'), '-D', str(self.data), '-l', str(log), '-o', ' '.join(options), '-w', 'start')
         self.started = True
+        self._watch_parent()
         return self
+
+    def _watch_parent(self) -> None:
+        """A tiny watchdog process: when this process dies without running `stop` (SIGKILL, a CI timeout),
+        it stops the server and removes its files, so no orphan postgres outlives the tests."""
+        prefix = ['runuser', '-u', 'postgres', '--'] if self._as_postgres else []
+        stop = [*prefix, str(self.bin_dir / 'pg_ctl'), '-D', str(self.data), '-m', 'immediate', '-w', 'stop']
+        code = (
+            'import os, shutil, subprocess, sys, time\n'
+            'parent, root, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]\n'
+            'while os.getppid() == parent and os.path.isdir(root):\n'
+            '    time.sleep(1)\n'
+            'if os.path.isdir(root):\n'
+            '    subprocess.run(stop, capture_output=True)\n'
+            '    shutil.rmtree(root, ignore_errors=True)\n'
+        )
+        argv = [sys.executable, '-c', code, str(os.getpid()), str(self.root), *stop]
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         if self.started:
