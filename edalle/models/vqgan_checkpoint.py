@@ -181,6 +181,9 @@ def infer_config(state: Mapping[str, torch.Tensor], resolution: int = 256) -> VQ
 # --------------------------------------------------------------------------- our safetensors
 
 
+METADATA_KEY = 'edalle_vqgan'
+
+
 def save_safetensors(model: VQGAN, path: str | Path) -> Path:
     """Write `model` as one safetensors file (a directory gets `model.safetensors`).
 
@@ -192,13 +195,11 @@ def save_safetensors(model: VQGAN, path: str | Path) -> Path:
     if path.is_dir() or not path.suffix:
         path = path / SAFETENSORS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        'format': SAFETENSORS_FORMAT,
-        'config': json.dumps(model.config.to_json_dict()),
-        'pixel_range': model.pixel_range,
-    }
+    # One metadata key of sorted JSON: safetensors writes several keys in a random order, which
+    # would make the same weights hash differently from run to run (the tiny preset must not).
+    edalle = {'format': SAFETENSORS_FORMAT, 'config': model.config.to_json_dict(), 'pixel_range': model.pixel_range}
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(edalle, sort_keys=True)})
     return path
 
 
@@ -208,6 +209,9 @@ def read_safetensors(path: Path) -> tuple[VQGANConfig, StateDict, PixelRange]:
     with safe_open(str(path), framework='pt', device='cpu') as f:
         metadata = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
+    if METADATA_KEY in metadata:  # current layout; older files kept each value under its own key
+        packed = json.loads(metadata[METADATA_KEY])
+        metadata = {'config': json.dumps(packed['config']), 'pixel_range': packed['pixel_range']}
     sidecar = path.parent / 'config.json'
     raw_config: dict[str, Any] | None = None
     if 'config' in metadata:
