@@ -1,0 +1,254 @@
+"""Generation speed: edalle's compiled Flax sampler against min-dalle's torch modules, in one run.
+
+Both sides get the published sizes with random weights (compute does not depend on weight
+values), the same prompt length, 256 image tokens, super-conditioning with the same scale,
+the same top-k, and a VQGAN decode of every candidate. Each side runs in its own child
+process so its peak memory is its own; the parent prints the ratios.
+
+    python bench/generation.py                       # mini, CPU, 1 and 9 candidates
+    python bench/generation.py --model mega --device cuda
+
+Targets (issue 7): one candidate ≤ 0.67 × min-dalle's time; nine candidates ≤ 1.0 × min-dalle's
+time for ONE candidate. First-call compile time is reported apart from the timed runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+# ----------------------------------------------------------------------------- config
+PROMPT_TOKENS = 16  # "a lighthouse in a storm, oil painting" is 11 BPE tokens plus <s> </s>
+TOP_K = 50  # dalle-mini's effective default; min-dalle is told the same
+COND_SCALE = 10.0  # min-dalle's `supercondition_factor` f gives uncond + f·(cond − uncond) too
+SEED = 7
+# -----------------------------------------------------------------------------
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def run_ours(model: str, device: str, counts: list[int], dtype_name: str) -> dict[str, Any]:
+    if device == 'cpu':
+        os.environ['JAX_PLATFORMS'] = 'cpu'
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from edalle.config import BART_CONFIGS, VQGAN_CONFIGS
+    from edalle.models.bart import init_params
+    from edalle.models.sampling import SamplingSettings, generate_image_tokens
+    from edalle.models.vqgan import VQGAN
+
+    config = BART_CONFIGS[model]
+    started = time.perf_counter()
+    params = jax.device_put(init_params(config, seed=0))
+    if dtype_name != 'float32':  # keep weights in the compute type, as a GPU deployment would
+        params = jax.tree_util.tree_map(lambda x: x.astype(dtype_name), params)
+    vqgan = VQGAN.random(VQGAN_CONFIGS['f16_16384'], seed=0).to(device).eval()
+    setup = time.perf_counter() - started
+
+    rng = np.random.default_rng(0)
+    text = np.full((1, config.max_text_length), config.pad_token_id, np.int32)
+    text[0, 0], text[0, PROMPT_TOKENS - 1] = config.bos_token_id, config.eos_token_id
+    text[0, 1 : PROMPT_TOKENS - 1] = rng.integers(4, config.encoder_vocab_size, PROMPT_TOKENS - 2)
+    mask = (text != config.pad_token_id).astype(np.int32)
+    uncond = np.full(config.max_text_length, config.pad_token_id, np.int32)
+    uncond[:2] = [config.bos_token_id, config.eos_token_id]
+    uncond_mask = (uncond != config.pad_token_id).astype(np.int32)
+    settings = SamplingSettings(top_k=TOP_K, cond_scale=COND_SCALE)
+
+    def generate(n: int) -> tuple[float, float]:
+        seeds = np.arange(SEED, SEED + n)
+        t0 = time.perf_counter()
+        dtype = jnp.dtype(dtype_name)
+        tokens = generate_image_tokens(params, config, text, mask, uncond, uncond_mask, seeds, n, settings, dtype)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            codes = torch.from_numpy(tokens.reshape(n, 16, 16).astype(np.int64)).to(device)
+            vqgan.decode_tokens(codes)
+            if device == 'cuda':
+                torch.cuda.synchronize()
+        return t1 - t0, time.perf_counter() - t1
+
+    out: dict[str, Any] = {'side': 'edalle', 'setup_s': setup, 'dtype': dtype_name, 'runs': {}}
+    for n in counts:
+        first_sample, _ = generate(n)  # compiles this batch bucket (or reads the persistent cache)
+        sample, decode = generate(n)
+        out['runs'][n] = {
+            'first_call_s': first_sample,
+            'compile_s': max(first_sample - sample, 0.0),
+            'sample_s': sample,
+            'decode_s': decode,
+            'total_s': sample + decode,
+            'tokens_per_s': n * 256 / sample,
+        }
+    out['peak_rss_gb'] = peak_rss_gb()
+    if device == 'cuda':
+        stats = jax.devices()[0].memory_stats() or {}
+        out['jax_peak_gpu_gb'] = stats.get('peak_bytes_in_use', 0) / 2**30
+        out['torch_peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def run_min_dalle(model: str, device: str, counts: list[int], dtype_name: str) -> dict[str, Any]:
+    import torch
+    from min_dalle import MinDalle
+    from min_dalle.models import DalleBartDecoder, DalleBartEncoder, VQGanDetokenizer
+
+    from edalle.config import BART_CONFIGS
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    config = BART_CONFIGS[model]  # min-dalle builds the same sizes from these numbers
+    sizes = dict(
+        layer_count=config.encoder_layers,
+        embed_count=config.d_model,
+        attention_head_count=config.encoder_attention_heads,
+        glu_embed_count=config.encoder_ffn_dim,
+    )
+    dtype = getattr(torch, dtype_name)
+    started = time.perf_counter()
+    # MinDalle() downloads its weights in __init__; build the same object around random modules.
+    dalle = MinDalle.__new__(MinDalle)
+    dalle.is_mega, dalle.is_reusable, dalle.is_verbose = model == 'mega', True, False
+    dalle.device, dalle.dtype = device, dtype
+    dalle.text_token_count, dalle.layer_count, dalle.embed_count = 64, sizes['layer_count'], sizes['embed_count']
+    dalle.encoder = (
+        DalleBartEncoder(text_token_count=64, text_vocab_count=config.encoder_vocab_size, device=device, **sizes)
+        .to(dtype)
+        .eval()
+        .to(device)
+    )
+    # min-dalle starts every image from token 16383, so its vocabulary must reach it (only tiny is smaller)
+    vocab = max(config.image_vocab_size, 2**14)
+    dalle.decoder = DalleBartDecoder(image_vocab_count=vocab, device=device, **sizes)
+    dalle.decoder = dalle.decoder.to(dtype).eval().to(device)
+    dalle.detokenizer = VQGanDetokenizer().eval().to(device)
+
+    class FixedTokens:  # its BPE files also come from the hub; the prompt length is what matters
+        def tokenize(self, text: str, is_verbose: bool = False) -> list[int]:
+            return [0] + [4 + i for i in range(PROMPT_TOKENS - 2)] + [2]
+
+    dalle.tokenizer = FixedTokens()
+    setup = time.perf_counter() - started
+    out: dict[str, Any] = {'side': 'min-dalle', 'setup_s': setup, 'dtype': dtype_name, 'runs': {}}
+    for n in counts:
+        grid = round(n**0.5)
+        assert grid * grid == n, 'min-dalle draws square grids only'
+
+        def generate(grid: int = grid) -> float:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for _ in dalle.generate_raw_image_stream(
+                    'x', seed=SEED, grid_size=grid, top_k=TOP_K, supercondition_factor=int(COND_SCALE)
+                ):
+                    pass
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            return time.perf_counter() - t0
+
+        first = generate() if device == 'cuda' else None  # CUDA warm-up (cuBLAS handles, autotune)
+        total = generate()
+        out['runs'][n] = {'first_call_s': first, 'total_s': total, 'tokens_per_s': n * 256 / total}
+    out['peak_rss_gb'] = peak_rss_gb()
+    if device == 'cuda':
+        out['torch_peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def child(side: str, args: argparse.Namespace, counts: str, dtype: str, cache: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, '--side', side, '--model', args.model, '--device', args.device]
+    command += ['--counts', counts, '--dtype', dtype, '--min-dalle-dtype', dtype]
+    env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': cache}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        sys.exit(f'{side} failed:\n{done.stderr[-4000:]}')
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', choices=('mini', 'mega', 'tiny'), default='mini', help='tiny: a smoke run of the script')
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    parser.add_argument('--counts', default='1,9', help='edalle candidates per run, comma-separated')
+    parser.add_argument('--min-dalle-counts', default='1', help="min-dalle's (square numbers); the targets need only 1")
+    parser.add_argument('--rounds', type=int, default=2, help='sides alternate A B A B; the best round of each counts')
+    parser.add_argument('--dtype', default=None, help='edalle compute dtype (default float32 on CPU, bfloat16 on GPU)')
+    parser.add_argument('--min-dalle-dtype', default=None, help='min-dalle dtype (default float32 on CPU, float16 on GPU)')
+    parser.add_argument('--side', choices=('edalle', 'min-dalle'), help=argparse.SUPPRESS)
+    parser.add_argument('--json', action='store_true', help='print the raw results as JSON too')
+    args = parser.parse_args()
+    ours_dtype = args.dtype or ('float32' if args.device == 'cpu' else 'bfloat16')
+    theirs_dtype = args.min_dalle_dtype or ('float32' if args.device == 'cpu' else 'float16')
+
+    if args.side:  # child process: one side, results as JSON on the last line
+        if args.side == 'edalle':
+            cache = os.environ.get('JAX_COMPILATION_CACHE_DIR')
+            if cache:
+                import jax
+
+                jax.config.update('jax_compilation_cache_dir', cache)
+                jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+            result = run_ours(args.model, args.device, [int(c) for c in args.counts.split(',')], args.dtype)
+        else:
+            result = run_min_dalle(args.model, args.device, [int(c) for c in args.counts.split(',')], args.min_dalle_dtype)
+        print(json.dumps(result))
+        return
+
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix='edalle-bench-jax-')  # cold in round 1: its first call is a real compile
+    rounds: list[dict[str, Any]] = []
+    for _ in range(args.rounds):  # alternate, so load from other processes hits both sides alike
+        rounds.append(
+            {
+                'edalle': child('edalle', args, args.counts, ours_dtype, cache),
+                'min-dalle': child('min-dalle', args, args.min_dalle_counts, theirs_dtype, cache),
+            }
+        )
+
+    def best(side: str, n: str, key: str) -> float:
+        return min(r[side]['runs'][n][key] for r in rounds)
+
+    counts = args.counts.split(',')
+    reference = best('min-dalle', '1', 'total_s') if '1' in args.min_dalle_counts.split(',') else None
+    compile_s = {n: rounds[0]['edalle']['runs'][n]['compile_s'] for n in counts}
+    load = os.getloadavg()
+    print(f'# generation, {args.model}, {args.device}, edalle {ours_dtype} vs min-dalle {theirs_dtype}, top-k {TOP_K},')
+    print(f'# cond scale {COND_SCALE}, {PROMPT_TOKENS} prompt tokens, best of {args.rounds} alternating rounds;')
+    print(f'# load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}')
+    header = ('candidates', 'edalle s', '= sample + decode', 'compile s', 'tokens/s', 'min-dalle s')
+    print('{:>10} {:>9} {:>18} {:>10} {:>9} {:>12}'.format(*header))
+    for n in counts:
+        sample, decode = best('edalle', n, 'sample_s'), best('edalle', n, 'decode_s')
+        theirs = best('min-dalle', n, 'total_s') if n in args.min_dalle_counts.split(',') else float('nan')
+        print(
+            f'{n:>10} {best("edalle", n, "total_s"):>9.2f} {sample:>9.2f} + {decode:<6.2f} {compile_s[n]:>10.2f} '
+            f'{int(n) * 256 / sample:>9.1f} {theirs:>12.2f}'
+        )
+    if reference:
+        if '1' in counts:
+            ratio = best('edalle', '1', 'total_s') / reference
+            print(f'one candidate, edalle / min-dalle: {ratio:.3f} (target <= 0.67): {"PASS" if ratio <= 0.67 else "FAIL"}')
+        if '9' in counts:
+            ratio = best('edalle', '9', 'total_s') / reference
+            print(f'nine candidates vs min-dalle ONE: {ratio:.3f} (target <= 1.0): {"PASS" if ratio <= 1.0 else "FAIL"}')
+    for side in ('edalle', 'min-dalle'):
+        rss = max(r[side]['peak_rss_gb'] for r in rounds)
+        gpu = {k: round(v, 2) for k, v in rounds[-1][side].items() if k.endswith('gpu_gb')}
+        print(f'peak memory {side}: RSS {rss:.2f} GB' + (f', GPU {gpu}' if gpu else ''))
+    if args.json:
+        print(json.dumps(rounds, indent=1))
+
+
+if __name__ == '__main__':
+    main()
