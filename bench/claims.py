@@ -54,8 +54,7 @@ async def fill_sqlite(path: Path, queued: int) -> None:
     store = await SqliteJobStore.open(path)
     try:
         series = f'(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {queued}) SELECT i FROM s)'
-        async with store._transaction() as conn:
-            await conn.execute(FILL.format(users=USERS, series=series))
+        await store._write(lambda conn: conn.execute(FILL.format(users=USERS, series=series)))
         await store._conn.execute('ANALYZE')
     finally:
         await store.close()

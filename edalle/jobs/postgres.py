@@ -60,6 +60,7 @@ from edalle.jobs.store import (
     AuditEntry,
     Ban,
     Delivery,
+    FitRequest,
     Job,
     JobRequest,
     JobStatus,
@@ -632,12 +633,13 @@ class PostgresJobStore:
         if not any(c.get('index') == request.parent_index for c in candidates):
             raise errors.InvalidParent(f'Job #{request.parent_job_id} has no candidate {request.parent_index + 1}.')
 
-    async def enqueue(self, request: JobRequest) -> Admission:
+    async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission:
         """Check every limit and insert the job in one transaction; raise an `AdmissionRefused` error if refused.
 
         The transaction first takes the user's advisory lock: two bot processes enqueueing for one user
         run their checks one after the other, as SQLite's single writer would. A `request_key` seen
-        before returns the earlier job (`created=False`).
+        before returns the earlier job (`created=False`). `fit` reshapes a new request with the settings
+        read here, as in `SqliteJobStore.enqueue`.
         """
         now = self._now()
         async with self._transaction() as conn:
@@ -649,6 +651,8 @@ class PostgresJobStore:
                 row = await self._one(conn, query, {'request_key': request.request_key})
             created = row is None
             if created:
+                if fit is not None:
+                    request = fit(request, settings, limits)
                 await self._check_admission(conn, request, settings, limits, now)
                 query = """
                     INSERT INTO jobs (kind, user_id, guild_id, channel_id, request_key, parent_job_id, parent_index,

@@ -2,9 +2,19 @@
 
 Every write is one `BEGIN IMMEDIATE` transaction, so SQLite's single writer makes each check-and-write
 atomic: admission limits are checked in the transaction that inserts the job, and a claim picks and
-leases its batch without any other claimer in between. aiosqlite runs the statements on its own thread,
-so the bot's event loop never waits on the file; one `asyncio.Lock` keeps the coroutines that share
-this connection from interleaving statements inside each other's transactions.
+leases its batch without any other claimer in between. aiosqlite runs SQLite on its own thread, so the
+bot's event loop never waits on the file.
+
+Each verb's transaction (BEGIN, its statements, COMMIT or ROLLBACK) is ONE plain function handed to that
+thread (`_write`/`_read`), not one round trip per statement:
+
+- a caller cancelled at any await cannot split a transaction: the function runs to its end on the
+  thread whatever happens to the awaiting task (with a round trip per statement, a cancel that landed
+  while `BEGIN` was in flight left the shared connection inside a transaction, and every later verb
+  failed with "cannot start a transaction within a transaction");
+- the thread runs one function at a time, so transactions of the coroutines sharing the connection
+  cannot interleave (no `asyncio.Lock` needed), and an `.imagine` costs 2 thread hops instead of ~59
+  (bench/RESULTS.md, bot under load).
 
 Wake-ups: `wait_for_change` polls `PRAGMA data_version`, which changes when another connection
 commits. Treat it as a hint and re-read the rows you watch.
@@ -14,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -45,6 +57,7 @@ from edalle.jobs.store import (
     AuditEntry,
     Ban,
     Delivery,
+    FitRequest,
     Job,
     JobRequest,
     JobStatus,
@@ -55,7 +68,11 @@ from edalle.jobs.store import (
     WorkerCaps,
 )
 
+log = logging.getLogger(__name__)
+
 Clock = Callable[[], float]
+T = TypeVar('T')
+U = TypeVar('U')
 
 DAILY_LIMIT_OF_KIND = {IMAGINE: 'daily_imagines', EXPAND: 'daily_expands'}
 RECENT_RUNS_FOR_ETA = 50
@@ -81,7 +98,6 @@ class SqliteJobStore:
     ) -> None:
         self._conn = conn
         self._clock = clock
-        self._lock = asyncio.Lock()
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
         self._data_version: int | None = None
@@ -102,70 +118,85 @@ class SqliteJobStore:
 
     # ---- plumbing --------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; the lock keeps other coroutines' statements out of it."""
-        async with self._lock:
-            await self._conn.execute('BEGIN IMMEDIATE')
-            try:
-                yield self._conn
-                await self._conn.execute('COMMIT')
-            except BaseException:
-                if self._conn.in_transaction:
-                    await self._conn.execute('ROLLBACK')
-                raise
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """`body(conn)` in one `BEGIN IMMEDIATE` transaction, run as one call on aiosqlite's thread.
 
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Reads in one deferred transaction, so several SELECTs see one snapshot."""
-        async with self._lock:
-            await self._conn.execute('BEGIN')
-            try:
-                yield self._conn
-            finally:
-                await self._conn.execute('COMMIT')
+        If the awaiting task is cancelled, the transaction still runs to its COMMIT (or ROLLBACK on an
+        error) on the thread: the caller just does not see the result, as if it had been cancelled a
+        moment after the commit. So a retried request needs its `request_key`, as it did before.
+        """
+        return await self._conn._execute(self._run_transaction, 'BEGIN IMMEDIATE', body)
+
+    async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """`body(conn)` in one deferred transaction (its SELECTs see one snapshot), one call on the thread."""
+        return await self._conn._execute(self._run_transaction, 'BEGIN', body)
+
+    async def _write_then_read(
+        self, write: Callable[[sqlite3.Connection], T], read: Callable[[sqlite3.Connection, T], U]
+    ) -> tuple[T, U]:
+        """`write` in a write transaction, then `read(conn, written)` in a read one after its commit, one trip."""
+
+        def both() -> tuple[T, U]:
+            written = self._run_transaction('BEGIN IMMEDIATE', write)
+            return written, self._run_transaction('BEGIN', lambda conn: read(conn, written))
+
+        return await self._conn._execute(both)
+
+    def _run_transaction(self, begin: str, body: Callable[[sqlite3.Connection], T]) -> T:
+        """On aiosqlite's thread: BEGIN, body, COMMIT; ROLLBACK on any error. Never leaves a transaction open."""
+        conn = self._conn._conn
+        if conn.in_transaction:  # cannot happen through `_write`/`_read`; a stray statement elsewhere must not wedge us
+            log.warning('job store: the connection was left inside a transaction; rolling it back')
+            conn.execute('ROLLBACK')
+        conn.execute(begin)
+        try:
+            result = body(conn)
+            conn.execute('COMMIT')
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute('ROLLBACK')
+            raise
+        return result
 
     @staticmethod
-    async def _one(conn: aiosqlite.Connection, query: str, params: Mapping[str, Any] | None = None) -> Any:
-        async with conn.execute(query, params or {}) as cursor:
-            return await cursor.fetchone()
+    def _one(conn: sqlite3.Connection, query: str, params: Mapping[str, Any] | None = None) -> Any:
+        return conn.execute(query, params or {}).fetchone()
 
     @staticmethod
-    async def _all(conn: aiosqlite.Connection, query: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-        async with conn.execute(query, params or {}) as cursor:
-            return list(await cursor.fetchall())
+    def _all(conn: sqlite3.Connection, query: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return conn.execute(query, params or {}).fetchall()
 
-    async def _job(self, conn: aiosqlite.Connection, job_id: int) -> Job:
-        row = await self._one(conn, 'SELECT * FROM jobs WHERE id = :job_id', {'job_id': job_id})
+    def _job(self, conn: sqlite3.Connection, job_id: int) -> Job:
+        row = self._one(conn, 'SELECT * FROM jobs WHERE id = :job_id', {'job_id': job_id})
         if row is None:
             raise errors.JobNotFound(job_id)
         return Job.from_row(row)
 
     # ---- settings --------------------------------------------------------------------------------
 
-    async def _layers(self, conn: aiosqlite.Connection, query: str, guild_id: int, **params: Any) -> list[dict[str, Any]]:
+    def _layers(self, conn: sqlite3.Connection, query: str, guild_id: int, **params: Any) -> list[dict[str, Any]]:
         """Rows (guild_id, key, value) of the bot-wide layer and the guild's, as [bot-wide, guild] dicts."""
-        rows = await self._all(conn, query, {**params, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
+        rows = self._all(conn, query, {**params, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
         layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
         for row in rows:
             layers[row['guild_id']][row['key']] = json.loads(row['value'])
         return [layers[BOT_WIDE]] + ([layers[guild_id]] if guild_id != BOT_WIDE else [])
 
-    async def _settings_and_limits(
-        self, conn: aiosqlite.Connection, guild_id: int | None, user_id: int | None
+    def _settings_and_limits(
+        self, conn: sqlite3.Connection, guild_id: int | None, user_id: int | None
     ) -> tuple[GuildSettings, Limits]:
         gid = guild_id or BOT_WIDE
         query = 'SELECT guild_id, key, value FROM guild_settings WHERE guild_id IN (:bot_wide, :guild_id)'
-        settings = settings_from_layers(gid, await self._layers(conn, query, gid))
+        settings = settings_from_layers(gid, self._layers(conn, query, gid))
         if user_id is None:
             return settings, settings.limits
         query = """
             SELECT guild_id, key, value FROM user_overrides
             WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id)
         """
-        return settings, apply_layers(settings.limits, await self._layers(conn, query, gid, user_id=user_id))
+        return settings, apply_layers(settings.limits, self._layers(conn, query, gid, user_id=user_id))
 
-    async def _active_ban(self, conn: aiosqlite.Connection, guild_id: int | None, user_id: int, now: float) -> Ban | None:
+    def _active_ban(self, conn: sqlite3.Connection, guild_id: int | None, user_id: int, now: float) -> Ban | None:
         query = """
             SELECT * FROM user_bans
             WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id) AND (until IS NULL OR until > :now)
@@ -173,22 +204,24 @@ class SqliteJobStore:
             LIMIT 1
         """
         params = {'user_id': user_id, 'bot_wide': BOT_WIDE, 'guild_id': guild_id or BOT_WIDE, 'now': now}
-        row = await self._one(conn, query, params)
+        row = self._one(conn, query, params)
         return None if row is None else Ban(**{k: row[k] for k in Ban.__slots__})  # type: ignore[attr-defined]
 
     async def get_settings(self, guild_id: int | None) -> GuildSettings:
-        async with self._reading() as conn:
-            settings, _ = await self._settings_and_limits(conn, guild_id, None)
-        return settings
+        def body(conn: sqlite3.Connection) -> GuildSettings:
+            return self._settings_and_limits(conn, guild_id, None)[0]
+
+        return await self._read(body)
 
     async def get_limits(self, guild_id: int | None, user_id: int | None = None) -> Limits:
-        async with self._reading() as conn:
-            _, limits = await self._settings_and_limits(conn, guild_id, user_id)
-        return limits
+        def body(conn: sqlite3.Connection) -> Limits:
+            return self._settings_and_limits(conn, guild_id, user_id)[1]
 
-    async def _audit(
+        return await self._read(body)
+
+    def _audit(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         *,
         guild_id: int,
         actor_id: int | None,
@@ -216,7 +249,7 @@ class SqliteJobStore:
             'reason': reason,
             'now': now,
         }
-        await conn.execute(query, params)
+        conn.execute(query, params)
 
     async def set_setting(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
@@ -227,13 +260,14 @@ class SqliteJobStore:
         """
         value = validate_setting(key, value)
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> None:
             query = 'SELECT value FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
-            row = await self._one(conn, query, {'guild_id': guild_id, 'key': key})
+            row = self._one(conn, query, {'guild_id': guild_id, 'key': key})
             old = None if row is None else json.loads(row['value'])
             if value is None:
                 query = 'DELETE FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
-                await conn.execute(query, {'guild_id': guild_id, 'key': key})
+                conn.execute(query, {'guild_id': guild_id, 'key': key})
             else:
                 query = """
                     INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
@@ -242,8 +276,8 @@ class SqliteJobStore:
                     SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
                 """
                 params = {'guild_id': guild_id, 'key': key, 'value': _dumps(value), 'now': now, 'actor_id': actor_id}
-                await conn.execute(query, params)
-            await self._audit(
+                conn.execute(query, params)
+            self._audit(
                 conn,
                 guild_id=guild_id,
                 actor_id=actor_id,
@@ -254,6 +288,8 @@ class SqliteJobStore:
                 reason=reason,
                 now=now,
             )
+
+        await self._write(body)
 
     async def set_limit(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
@@ -271,13 +307,14 @@ class SqliteJobStore:
             raise errors.InvalidSetting(f'{key!r} is not a limit, so it cannot be set per user.')
         value = validate_setting(key, value)
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> None:
             query = 'SELECT value FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
-            row = await self._one(conn, query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
+            row = self._one(conn, query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
             old = None if row is None else json.loads(row['value'])
             if value is None:
                 query = 'DELETE FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
-                await conn.execute(query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
+                conn.execute(query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
             else:
                 query = """
                     INSERT INTO user_overrides (guild_id, user_id, key, value, updated_at, updated_by)
@@ -293,8 +330,8 @@ class SqliteJobStore:
                     'now': now,
                     'actor_id': actor_id,
                 }
-                await conn.execute(query, params)
-            await self._audit(
+                conn.execute(query, params)
+            self._audit(
                 conn,
                 guild_id=guild_id,
                 actor_id=actor_id,
@@ -307,12 +344,15 @@ class SqliteJobStore:
                 now=now,
             )
 
+        await self._write(body)
+
     async def ban(
         self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None, until: float | None = None
     ) -> None:
         """Refuse this user's new jobs in the guild (0: everywhere), until `until` or an unban."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> None:
             query = """
                 INSERT INTO user_bans (guild_id, user_id, reason, until, banned_by, banned_at)
                 VALUES (:guild_id, :user_id, :reason, :until, :actor_id, :now)
@@ -328,8 +368,8 @@ class SqliteJobStore:
                 'actor_id': actor_id,
                 'now': now,
             }
-            await conn.execute(query, params)
-            await self._audit(
+            conn.execute(query, params)
+            self._audit(
                 conn,
                 guild_id=guild_id,
                 actor_id=actor_id,
@@ -340,14 +380,17 @@ class SqliteJobStore:
                 now=now,
             )
 
+        await self._write(body)
+
     async def unban(self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None) -> bool:
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> bool:
             query = 'DELETE FROM user_bans WHERE guild_id = :guild_id AND user_id = :user_id'
-            cursor = await conn.execute(query, {'guild_id': guild_id, 'user_id': user_id})
+            cursor = conn.execute(query, {'guild_id': guild_id, 'user_id': user_id})
             removed = cursor.rowcount > 0
             if removed:
-                await self._audit(
+                self._audit(
                     conn,
                     guild_id=guild_id,
                     actor_id=actor_id,
@@ -356,22 +399,30 @@ class SqliteJobStore:
                     reason=reason,
                     now=now,
                 )
-        return removed
+            return removed
+
+        return await self._write(body)
 
     async def get_ban(self, guild_id: int | None, user_id: int) -> Ban | None:
-        async with self._reading() as conn:
-            return await self._active_ban(conn, guild_id, user_id, self._clock())
+        now = self._clock()
+
+        def body(conn: sqlite3.Connection) -> Ban | None:
+            return self._active_ban(conn, guild_id, user_id, now)
+
+        return await self._read(body)
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's admin changes, newest first."""
         query = 'SELECT * FROM admin_actions WHERE guild_id = :guild_id ORDER BY id DESC LIMIT :limit'
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'guild_id': guild_id, 'limit': limit})
-        return [AuditEntry.from_row(row) for row in rows]
+
+        def body(conn: sqlite3.Connection) -> list[AuditEntry]:
+            return [AuditEntry.from_row(row) for row in self._all(conn, query, {'guild_id': guild_id, 'limit': limit})]
+
+        return await self._read(body)
 
     # ---- bot side --------------------------------------------------------------------------------
 
-    async def _quota(self, conn: aiosqlite.Connection, user_id: int, limits: Limits, now: float) -> Quota:
+    def _quota(self, conn: sqlite3.Connection, user_id: int, limits: Limits, now: float) -> Quota:
         """Counted from the job rows: today's queued, running and succeeded jobs, so failures give back."""
         day_start, day_end = day_bounds(now)
         query = """
@@ -380,7 +431,7 @@ class SqliteJobStore:
               AND status IN ('queued', 'running', 'succeeded')
             GROUP BY kind
         """
-        rows = await self._all(conn, query, {'user_id': user_id, 'day_start': day_start, 'day_end': day_end})
+        rows = self._all(conn, query, {'user_id': user_id, 'day_start': day_start, 'day_end': day_end})
         used = {row['kind']: row['used'] for row in rows}
         return Quota(
             imagines_used=used.get(IMAGINE, 0),
@@ -392,15 +443,18 @@ class SqliteJobStore:
 
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
         now = self._clock()
-        async with self._reading() as conn:
-            _, limits = await self._settings_and_limits(conn, guild_id, user_id)
-            return await self._quota(conn, user_id, limits, now)
 
-    async def _check_admission(
-        self, conn: aiosqlite.Connection, request: JobRequest, settings: GuildSettings, limits: Limits, now: float
+        def body(conn: sqlite3.Connection) -> Quota:
+            _, limits = self._settings_and_limits(conn, guild_id, user_id)
+            return self._quota(conn, user_id, limits, now)
+
+        return await self._read(body)
+
+    def _check_admission(
+        self, conn: sqlite3.Connection, request: JobRequest, settings: GuildSettings, limits: Limits, now: float
     ) -> Quota:
         """Raise the first limit the request breaks; order: who, where, what, then how much."""
-        ban = await self._active_ban(conn, request.guild_id, request.user_id, now)
+        ban = self._active_ban(conn, request.guild_id, request.user_id, now)
         if ban is not None:
             raise errors.Banned(ban.reason, ban.until)
         if not settings.channel_allowed(request.channel_id):
@@ -413,9 +467,9 @@ class SqliteJobStore:
         if request.kind == EXPAND:
             if (request.payload.get('steps') or 0) > limits.expand_steps:
                 raise errors.RequestTooLarge('expand steps', limits.expand_steps)
-            await self._check_parent(conn, request)
+            self._check_parent(conn, request)
 
-        quota = await self._quota(conn, request.user_id, limits, now)
+        quota = self._quota(conn, request.user_id, limits, now)
         if request.kind in DAILY_LIMIT_OF_KIND:
             used, limit = (
                 (quota.imagines_used, quota.imagines_limit)
@@ -430,46 +484,52 @@ class SqliteJobStore:
             SELECT count(*) AS n FROM jobs INDEXED BY jobs_active
             WHERE user_id = :user_id AND status IN ('queued', 'running')
         """
-        pending = (await self._one(conn, query, {'user_id': request.user_id}))['n']
+        pending = (self._one(conn, query, {'user_id': request.user_id}))['n']
         if pending >= limits.pending_per_user:
             raise errors.TooManyPending(limits.pending_per_user)
         query = 'SELECT max(created_at) AS last_at FROM jobs WHERE user_id = :user_id'
-        last_at = (await self._one(conn, query, {'user_id': request.user_id}))['last_at']
+        last_at = (self._one(conn, query, {'user_id': request.user_id}))['last_at']
         if last_at is not None and now - last_at < limits.cooldown_seconds:
             raise errors.CooldownActive(limits.cooldown_seconds - (now - last_at))
 
-        row = await self._one(conn, "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
+        row = self._one(conn, "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
         if row['n'] >= limits.queue_cap:
             raise errors.QueueFull(limits.queue_cap)
         return quota
 
-    async def _check_parent(self, conn: aiosqlite.Connection, request: JobRequest) -> None:
+    def _check_parent(self, conn: sqlite3.Connection, request: JobRequest) -> None:
         if request.parent_job_id is None or request.parent_index is None:
             raise errors.InvalidParent()
         query = 'SELECT kind, status, result FROM jobs WHERE id = :job_id'
-        row = await self._one(conn, query, {'job_id': request.parent_job_id})
+        row = self._one(conn, query, {'job_id': request.parent_job_id})
         if row is None or row['kind'] != IMAGINE or row['status'] != JobStatus.SUCCEEDED.value:
             raise errors.InvalidParent()
         candidates = (json.loads(row['result']) or {}).get('candidates', [])
         if not any(c.get('index') == request.parent_index for c in candidates):
             raise errors.InvalidParent(f'Job #{request.parent_job_id} has no candidate {request.parent_index + 1}.')
 
-    async def enqueue(self, request: JobRequest) -> Admission:
+    async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission:
         """Check every limit and insert the job in one transaction; raise an `AdmissionRefused` error if refused.
 
         A `request_key` seen before returns the earlier job (`created=False`), so a retried command never
-        makes two jobs.
+        makes two jobs. `fit(request, settings, limits)`, when given, shapes a new request with the settings
+        this transaction read (the bot's blocked-word check, candidates per imagine), so the bot needs no
+        transactions of its own for them; it runs on the store's thread, so keep it quick and pure.
         """
         now = self._clock()
-        async with self._transaction() as conn:
-            settings, limits = await self._settings_and_limits(conn, request.guild_id, request.user_id)
+
+        def write(conn: sqlite3.Connection) -> tuple[Job, bool, Quota]:
+            nonlocal request
+            settings, limits = self._settings_and_limits(conn, request.guild_id, request.user_id)
             row = None
             if request.request_key is not None:
                 query = 'SELECT * FROM jobs WHERE request_key = :request_key'
-                row = await self._one(conn, query, {'request_key': request.request_key})
+                row = self._one(conn, query, {'request_key': request.request_key})
             created = row is None
             if created:
-                await self._check_admission(conn, request, settings, limits, now)
+                if fit is not None:
+                    request = fit(request, settings, limits)
+                self._check_admission(conn, request, settings, limits, now)
                 query = """
                     INSERT INTO jobs (kind, user_id, guild_id, channel_id, request_key, parent_job_id, parent_index,
                                       compat_key, payload, priority, available_at, max_attempts, created_at)
@@ -491,28 +551,34 @@ class SqliteJobStore:
                     'max_attempts': request.max_attempts or self.max_attempts,
                     'now': now,
                 }
-                row = await self._one(conn, query, params)
-            job = Job.from_row(row)
-            quota = await self._quota(conn, request.user_id, limits, now)
-        # Read after the commit: the ranking is the costly part, and the write lock need not wait for it.
-        async with self._reading() as conn:
-            position = await self._position(conn, job, now)
+                row = self._one(conn, query, params)
+            return Job.from_row(row), created, self._quota(conn, request.user_id, limits, now)
+
+        # The ranking is read after the commit (it is the costly part, and the write lock need not wait for
+        # it), but in the same trip to the thread.
+        (job, created, quota), position = await self._write_then_read(
+            write, lambda conn, done: self._position(conn, done[0], now)
+        )
         return Admission(job, created, position.ahead, position.eta_seconds, quota)
 
     async def get(self, job_id: int) -> Job:
-        async with self._reading() as conn:
-            return await self._job(conn, job_id)
+        def body(conn: sqlite3.Connection) -> Job:
+            return self._job(conn, job_id)
+
+        return await self._read(body)
 
     async def get_many(self, job_ids: Sequence[int]) -> list[Job]:
         """The jobs that exist among `job_ids`, in id order (for a bot watching several)."""
         query = 'SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id'
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'ids': _dumps(list(job_ids))})
-        return [Job.from_row(row) for row in rows]
 
-    async def _position(self, conn: aiosqlite.Connection, job: Job, now: float) -> Position:
+        def body(conn: sqlite3.Connection) -> list[Job]:
+            return [Job.from_row(row) for row in self._all(conn, query, {'ids': _dumps(list(job_ids))})]
+
+        return await self._read(body)
+
+    def _position(self, conn: sqlite3.Connection, job: Job, now: float) -> Position:
         query = 'SELECT count(*) AS n FROM workers WHERE seen_at >= :since'
-        workers = (await self._one(conn, query, {'since': now - WORKER_ONLINE_SECONDS}))['n']
+        workers = (self._one(conn, query, {'since': now - WORKER_ONLINE_SECONDS}))['n']
         if job.status is not JobStatus.QUEUED:
             return Position(0, 0.0 if job.status is JobStatus.RUNNING else None, workers)
         query = f"""
@@ -524,7 +590,7 @@ class SqliteJobStore:
             FROM active AS a, active AS me
             WHERE me.id = :job_id
         """
-        row = await self._one(conn, query, {'job_id': job.id})
+        row = self._one(conn, query, {'job_id': job.id})
         ahead, running = row['ahead'], row['running']
         # A job's run_seconds is its share of its batch's wall time, so this average is time per job.
         query = """
@@ -534,15 +600,18 @@ class SqliteJobStore:
                 ORDER BY finished_at DESC LIMIT :recent
             )
         """
-        per_job = (await self._one(conn, query, {'recent': RECENT_RUNS_FOR_ETA}))['per_job']
+        per_job = (self._one(conn, query, {'recent': RECENT_RUNS_FOR_ETA}))['per_job']
         eta = None if per_job is None or workers == 0 else per_job * ((ahead + running) / workers)
         return Position(ahead, eta, workers)
 
     async def position(self, job_id: int) -> Position:
         """Jobs ahead in the claim order, and an ETA from recent run times and the workers online."""
         now = self._clock()
-        async with self._reading() as conn:
-            return await self._position(conn, await self._job(conn, job_id), now)
+
+        def body(conn: sqlite3.Connection) -> Position:
+            return self._position(conn, self._job(conn, job_id), now)
+
+        return await self._read(body)
 
     async def cancel(self, job_id: int, *, by_user_id: int | None = None) -> Job:
         """Cancel a queued job at once; ask the worker to stop a running one (it ends cancelled at its next check).
@@ -550,8 +619,9 @@ class SqliteJobStore:
         `by_user_id` must own the job; pass None for admins. Cancelling twice is harmless.
         """
         now = self._clock()
-        async with self._transaction() as conn:
-            job = await self._job(conn, job_id)
+
+        def body(conn: sqlite3.Connection) -> Job:
+            job = self._job(conn, job_id)
             if by_user_id is not None and by_user_id != job.user_id:
                 raise errors.NotJobOwner()
             if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
@@ -560,10 +630,12 @@ class SqliteJobStore:
                 UPDATE jobs SET status = 'cancelled', finished_at = :now
                 WHERE id = :job_id AND status = 'queued'
             """
-            await conn.execute(query, {'job_id': job_id, 'now': now})
+            conn.execute(query, {'job_id': job_id, 'now': now})
             query = "UPDATE jobs SET cancel_requested = 1 WHERE id = :job_id AND status = 'running'"
-            await conn.execute(query, {'job_id': job_id})
-            return await self._job(conn, job_id)
+            conn.execute(query, {'job_id': job_id})
+            return self._job(conn, job_id)
+
+        return await self._write(body)
 
     async def user_jobs(self, user_id: int, *, active_only: bool = True, limit: int = 20) -> list[Job]:
         """The user's jobs, newest first (only queued and running ones unless `active_only=False`)."""
@@ -572,9 +644,12 @@ class SqliteJobStore:
             WHERE user_id = :user_id AND (NOT :active_only OR status IN ('queued', 'running'))
             ORDER BY id DESC LIMIT :limit
         """
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'user_id': user_id, 'active_only': active_only, 'limit': limit})
-        return [Job.from_row(row) for row in rows]
+
+        def body(conn: sqlite3.Connection) -> list[Job]:
+            rows = self._all(conn, query, {'user_id': user_id, 'active_only': active_only, 'limit': limit})
+            return [Job.from_row(row) for row in rows]
+
+        return await self._read(body)
 
     async def queue_snapshot(self, limit: int = 20) -> list[Job]:
         """Running jobs, then queued ones in the order workers will take them."""
@@ -585,19 +660,23 @@ class SqliteJobStore:
                      active.rk, active.priority DESC, active.last_start, active.id
             LIMIT :limit
         """
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'limit': limit})
-        return [Job.from_row(row) for row in rows]
+
+        def body(conn: sqlite3.Connection) -> list[Job]:
+            return [Job.from_row(row) for row in self._all(conn, query, {'limit': limit})]
+
+        return await self._read(body)
 
     async def set_status_message(self, job_id: int, message_id: int) -> None:
         """Remember the message the bot edits with this job's progress, so a restarted bot finds it."""
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> None:
             query = 'UPDATE jobs SET status_message_id = :message_id WHERE id = :job_id'
-            await conn.execute(query, {'job_id': job_id, 'message_id': message_id})
+            conn.execute(query, {'job_id': job_id, 'message_id': message_id})
+
+        await self._write(body)
 
     async def _read_data_version(self) -> int:
-        async with self._lock:
-            return (await self._one(self._conn, 'PRAGMA data_version'))[0]
+        return await self._conn._execute(lambda: self._conn._conn.execute('PRAGMA data_version').fetchone()[0])
 
     async def wait_for_change(self, timeout: float) -> bool:
         """Wait until another connection commits (True) or `timeout` passes (False). A hint: re-read after it.
@@ -622,25 +701,33 @@ class SqliteJobStore:
 
     async def register_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> None:
             query = """
                 INSERT INTO workers (id, info, started_at, seen_at) VALUES (:worker_id, :info, :now, :now)
                 ON CONFLICT (id) DO UPDATE SET info = excluded.info, seen_at = excluded.seen_at
             """
-            await conn.execute(query, {'worker_id': worker_id, 'info': _dumps(dict(info)), 'now': now})
+            conn.execute(query, {'worker_id': worker_id, 'info': _dumps(dict(info)), 'now': now})
+
+        await self._write(body)
 
     async def unregister_worker(self, worker_id: str) -> None:
-        async with self._transaction() as conn:
-            await conn.execute('DELETE FROM workers WHERE id = :worker_id', {'worker_id': worker_id})
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute('DELETE FROM workers WHERE id = :worker_id', {'worker_id': worker_id})
+
+        await self._write(body)
 
     async def workers_online(self) -> list[dict[str, Any]]:
         now = self._clock()
         query = 'SELECT * FROM workers WHERE seen_at >= :since ORDER BY started_at'
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'since': now - WORKER_ONLINE_SECONDS})
-        return [{**dict(row), 'info': json.loads(row['info'])} for row in rows]
 
-    async def _expire_leases(self, conn: aiosqlite.Connection, now: float) -> SweepReport:
+        def body(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = self._all(conn, query, {'since': now - WORKER_ONLINE_SECONDS})
+            return [{**dict(row), 'info': json.loads(row['info'])} for row in rows]
+
+        return await self._read(body)
+
+    def _expire_leases(self, conn: sqlite3.Connection, now: float) -> SweepReport:
         """Jobs whose worker stopped renewing: back to the queue, or failed once they used every attempt.
 
         A job that kills its worker every time (a "poison" job) ends here as failed after `max_attempts`,
@@ -665,7 +752,7 @@ class SqliteJobStore:
             WHERE status = 'running' AND lease_until < :now
             RETURNING id, status
         """
-        rows = await self._all(conn, query, {'now': now})
+        rows = self._all(conn, query, {'now': now})
         report = SweepReport()
         for row in rows:
             {'queued': report.requeued, 'failed': report.failed, 'cancelled': report.cancelled}[row['status']].append(
@@ -684,38 +771,43 @@ class SqliteJobStore:
         """
         pick, params = pick_batch_query(caps.compat_prefixes)
         batch = max(1, caps.max_batch)
+
+        def read(conn: sqlite3.Connection, now: float) -> tuple[bool, list[Any]]:
+            query = "SELECT 1 FROM jobs WHERE status = 'running' AND lease_until < :now LIMIT 1"
+            expired = self._one(conn, query, {'now': now}) is not None
+            return expired, [] if expired else self._all(conn, pick, {**params, 'now': now, 'batch': batch})
+
+        def take(conn: sqlite3.Connection, now: float, ids: list[int]) -> list[Any]:
+            query = """
+                UPDATE jobs SET
+                    status = 'running', attempt = attempt + 1, worker_id = :worker_id, lease_until = :lease_until,
+                    started_at = :now, stage = NULL, step = NULL, total = NULL, preview_path = NULL,
+                    progress_at = NULL
+                WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND available_at <= :now
+                RETURNING *
+            """
+            params_update = {'worker_id': worker_id, 'lease_until': now + lease_seconds, 'now': now, 'ids': _dumps(ids)}
+            rows = self._all(conn, query, params_update)
+            if rows:
+                self._seen(conn, worker_id, now)
+            return rows
+
         for _ in range(CLAIM_TRIES):
             now = self._clock()
-            async with self._reading() as conn:
-                query = "SELECT 1 FROM jobs WHERE status = 'running' AND lease_until < :now LIMIT 1"
-                expired = await self._one(conn, query, {'now': now})
-                picked = [] if expired else await self._all(conn, pick, {**params, 'now': now, 'batch': batch})
+            expired, picked = await self._read(partial(read, now=now))
             if expired:
-                async with self._transaction() as conn:
-                    await self._expire_leases(conn, now)
+                await self._write(partial(self._expire_leases, now=now))
                 continue
             if not picked:
                 return []
             ids = [row['id'] for row in picked] if picked[0]['kind'] in caps.batch_kinds else [picked[0]['id']]
-            async with self._transaction() as conn:
-                query = """
-                    UPDATE jobs SET
-                        status = 'running', attempt = attempt + 1, worker_id = :worker_id, lease_until = :lease_until,
-                        started_at = :now, stage = NULL, step = NULL, total = NULL, preview_path = NULL,
-                        progress_at = NULL
-                    WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND available_at <= :now
-                    RETURNING *
-                """
-                params_update = {'worker_id': worker_id, 'lease_until': now + lease_seconds, 'now': now, 'ids': _dumps(ids)}
-                rows = await self._all(conn, query, params_update)
-                if rows:
-                    await self._seen(conn, worker_id, now)
+            rows = await self._write(partial(take, now=now, ids=ids))
             if rows:
                 return sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)
         return []
 
-    async def _seen(self, conn: aiosqlite.Connection, worker_id: str, now: float) -> None:
-        await conn.execute('UPDATE workers SET seen_at = :now WHERE id = :worker_id', {'worker_id': worker_id, 'now': now})
+    def _seen(self, conn: sqlite3.Connection, worker_id: str, now: float) -> None:
+        conn.execute('UPDATE workers SET seen_at = :now WHERE id = :worker_id', {'worker_id': worker_id, 'now': now})
 
     _FENCE = "id = :job_id AND attempt = :attempt AND worker_id = :worker_id AND status = 'running'"
 
@@ -726,20 +818,24 @@ class SqliteJobStore:
     async def renew(self, leases: Sequence[Lease], lease_seconds: float) -> list[Ack]:
         """Extend each lease; an `Ack` per lease says whether it still holds and whether a cancel was asked."""
         now = self._clock()
-        acks = []
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> list[Ack]:
+            acks = []
             for lease in leases:
                 query = f'UPDATE jobs SET lease_until = :lease_until WHERE {self._FENCE} RETURNING cancel_requested'
-                row = await self._one(conn, query, {**self._fence_params(lease), 'lease_until': now + lease_seconds})
+                row = self._one(conn, query, {**self._fence_params(lease), 'lease_until': now + lease_seconds})
                 acks.append(Ack(False) if row is None else Ack(True, bool(row['cancel_requested'])))
             if leases:
-                await self._seen(conn, leases[0].worker_id, now)
-        return acks
+                self._seen(conn, leases[0].worker_id, now)
+            return acks
+
+        return await self._write(body)
 
     async def progress(self, lease: Lease, progress: Progress, lease_seconds: float) -> Ack:
         """Record the stage, step n/N and preview, and renew the lease. Call it about once a second at most."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> Ack:
             query = f"""
                 UPDATE jobs SET lease_until = :lease_until, stage = :stage, step = :step, total = :total,
                                 preview_path = coalesce(:preview_path, preview_path), progress_at = :now
@@ -755,15 +851,18 @@ class SqliteJobStore:
                 'preview_path': progress.preview_path,
                 'now': now,
             }
-            row = await self._one(conn, query, params)
-            await self._seen(conn, lease.worker_id, now)
-        return Ack(False) if row is None else Ack(True, bool(row['cancel_requested']))
+            row = self._one(conn, query, params)
+            self._seen(conn, lease.worker_id, now)
+            return Ack(False) if row is None else Ack(True, bool(row['cancel_requested']))
+
+        return await self._write(body)
 
     async def complete(self, lease: Lease, result: Mapping[str, Any], run_seconds: float) -> JobStatus | None:
         """Store the result summary. Returns the final status (cancelled if a cancel came in meanwhile), or
         None when fenced off: the lease was lost, and the caller must discard its files."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> JobStatus | None:
             query = f"""
                 UPDATE jobs SET
                     status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'succeeded' END,
@@ -773,16 +872,19 @@ class SqliteJobStore:
                 RETURNING status
             """
             params = {**self._fence_params(lease), 'result': _dumps(dict(result)), 'run_seconds': run_seconds, 'now': now}
-            row = await self._one(conn, query, params)
-        return None if row is None else JobStatus(row['status'])
+            row = self._one(conn, query, params)
+            return None if row is None else JobStatus(row['status'])
+
+        return await self._write(body)
 
     async def fail(self, lease: Lease, error: str, *, retryable: bool, retry_after: float = 0.0) -> JobStatus | None:
         """The run failed. Retryable errors go back to the queue while attempts are left; returns the new
         status, or None when fenced off. `error` is shown to the user, so keep it a plain sentence."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> JobStatus | None:
             query = f'SELECT attempt, handbacks, max_attempts, cancel_requested FROM jobs WHERE {self._FENCE}'
-            row = await self._one(conn, query, self._fence_params(lease))
+            row = self._one(conn, query, self._fence_params(lease))
             if row is None:
                 return None
             if row['cancel_requested']:
@@ -803,21 +905,27 @@ class SqliteJobStore:
                 'available_at': now + retry_after,
                 'finished_at': now if status.is_final else None,
             }
-            await conn.execute(query, params)
-        return status
+            conn.execute(query, params)
+            return status
+
+        return await self._write(body)
 
     async def finish_cancelled(self, lease: Lease) -> bool:
         """The worker stopped the job because a cancel was asked."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> bool:
             query = f"UPDATE jobs SET status = 'cancelled', finished_at = :now, lease_until = NULL WHERE {self._FENCE}"
-            cursor = await conn.execute(query, {**self._fence_params(lease), 'now': now})
+            cursor = conn.execute(query, {**self._fence_params(lease), 'now': now})
             return cursor.rowcount > 0
+
+        return await self._write(body)
 
     async def release(self, lease: Lease) -> bool:
         """Hand a job back untouched (worker shutting down): queued again, and the attempt does not count."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> bool:
             query = f"""
                 UPDATE jobs SET
                     status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
@@ -825,8 +933,10 @@ class SqliteJobStore:
                     handbacks = handbacks + 1, available_at = :now, worker_id = NULL, lease_until = NULL
                 WHERE {self._FENCE}
             """
-            cursor = await conn.execute(query, {**self._fence_params(lease), 'now': now})
+            cursor = conn.execute(query, {**self._fence_params(lease), 'now': now})
             return cursor.rowcount > 0
+
+        return await self._write(body)
 
     # ---- delivery --------------------------------------------------------------------------------
 
@@ -837,15 +947,18 @@ class SqliteJobStore:
             WHERE delivered_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
             ORDER BY id LIMIT :limit
         """
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'limit': limit})
-        return [Job.from_row(row) for row in rows]
+
+        def body(conn: sqlite3.Connection) -> list[Job]:
+            return [Job.from_row(row) for row in self._all(conn, query, {'limit': limit})]
+
+        return await self._read(body)
 
     async def claim_deliveries(self, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:
         """Lease up to `limit` finished, unposted jobs to one poster; another poster skips them until the
         lease expires. Post with `job.delivery_nonce`, then `mark_delivered`."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> list[Any]:
             query = """
                 UPDATE jobs SET delivery_owner = :owner, delivery_attempt = delivery_attempt + 1,
                                 delivery_until = :delivery_until
@@ -858,14 +971,17 @@ class SqliteJobStore:
                 RETURNING *
             """
             params = {'owner': owner, 'delivery_until': now + lease_seconds, 'now': now, 'limit': limit}
-            rows = await self._all(conn, query, params)
+            return self._all(conn, query, params)
+
+        rows = await self._write(body)
         jobs = sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)
         return [Delivery(job, owner, job.delivery_attempt, now + lease_seconds) for job in jobs]
 
     async def mark_delivered(self, delivery: Delivery, message_id: int | None) -> bool:
         """Record the post. False: this delivery lease was lost (another poster took the job over)."""
         now = self._clock()
-        async with self._transaction() as conn:
+
+        def body(conn: sqlite3.Connection) -> bool:
             query = """
                 UPDATE jobs SET delivered_at = :now, result_message_id = :message_id, delivery_until = NULL
                 WHERE id = :job_id AND delivery_owner = :owner AND delivery_attempt = :attempt AND delivered_at IS NULL
@@ -877,16 +993,21 @@ class SqliteJobStore:
                 'owner': delivery.owner,
                 'attempt': delivery.attempt,
             }
-            cursor = await conn.execute(query, params)
+            cursor = conn.execute(query, params)
             return cursor.rowcount > 0
+
+        return await self._write(body)
 
     # ---- maintenance -----------------------------------------------------------------------------
 
     async def sweep(self) -> SweepReport:
         """Expire stale leases (claims do this too) and forget workers long gone. Safe to run any time."""
         now = self._clock()
-        async with self._transaction() as conn:
-            report = await self._expire_leases(conn, now)
+
+        def body(conn: sqlite3.Connection) -> SweepReport:
+            report = self._expire_leases(conn, now)
             query = 'DELETE FROM workers WHERE seen_at < :before'
-            cursor = await conn.execute(query, {'before': now - WORKER_FORGET_SECONDS})
-        return SweepReport(report.requeued, report.failed, report.cancelled, cursor.rowcount)
+            cursor = conn.execute(query, {'before': now - WORKER_FORGET_SECONDS})
+            return SweepReport(report.requeued, report.failed, report.cancelled, cursor.rowcount)
+
+        return await self._write(body)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -199,6 +199,11 @@ class Job:
         return f'edalle-job-{self.id}'
 
 
+#: `enqueue(request, fit=…)`: reshapes a new request with the guild settings and user limits the enqueue
+#: transaction read (or raises a refusal), so the bot need not read them in transactions of its own first.
+FitRequest = Callable[['JobRequest', GuildSettings, Limits], 'JobRequest']
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """What `enqueue` returns: the job, whether it is new, and where it stands."""
@@ -295,7 +300,7 @@ class JobStore(Protocol):
     """The verbs every job store implements. Times are Unix seconds from the store's clock."""
 
     # ---- bot side ----
-    async def enqueue(self, request: JobRequest) -> Admission: ...
+    async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission: ...
     async def get(self, job_id: int) -> Job: ...
     async def get_many(self, job_ids: Sequence[int]) -> list[Job]: ...
     async def position(self, job_id: int) -> Position: ...
