@@ -22,7 +22,8 @@ from bot.utils import render
 from bot.utils.prompts import check_blocked, clean_prompt
 from bot.utils.views import status_view
 from edalle.errors import EdalleError
-from edalle.jobs import Admission, JobRequest
+from edalle.jobs import Admission, GuildSettings, JobRequest, Limits
+from edalle.jobs.store import FitRequest
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -57,28 +58,57 @@ def check_channel_permissions(channel: discord.abc.Messageable | None) -> None:
         raise MissingChannelPermissions(getattr(channel, 'mention', 'this channel'), missing)
 
 
-async def prepare_prompt(bot: EDalleBot, guild_id: int | None, text: str) -> tuple[str, bool]:
-    """The prompt as it will be queued, and whether it was cut; raises `BlockedWord` naming the word."""
+def clean_imagine_prompt(bot: EDalleBot, text: str) -> tuple[str, bool]:
+    """The prompt as it will be queued, and whether it was cut. Its blocked words are checked by `fit_imagine`."""
     prompt, cut = clean_prompt(text or '', bot.settings.max_prompt_chars)
     if not prompt:
         raise EmptyPrompt()
+    return prompt, cut
+
+
+async def prepare_prompt(bot: EDalleBot, guild_id: int | None, text: str) -> tuple[str, bool]:
+    """The prompt as it will be queued, and whether it was cut; raises `BlockedWord` naming the word."""
+    prompt, cut = clean_imagine_prompt(bot, text)
     settings = await bot.store.get_settings(guild_id)
     check_blocked(prompt, settings.blocked_words)
     return prompt, cut
 
 
-async def imagine_request(
+def imagine_request(
     bot: EDalleBot, *, user_id: int, guild_id: int | None, channel_id: int | None, prompt: str, request_key: str
 ) -> JobRequest:
-    limits = await bot.store.get_limits(guild_id, user_id)
+    """A draft for nine candidates: submit it with `fit=fit_imagine`, which applies the guild's settings."""
     return JobRequest.imagine(
         user_id=user_id,
         guild_id=guild_id,
         channel_id=channel_id,
         prompt=prompt,
-        n=min(9, limits.candidates_per_imagine),
+        n=9,
         preset=bot.settings.preset,
         request_key=request_key,
+    )
+
+
+def fit_imagine(request: JobRequest, settings: GuildSettings, limits: Limits) -> JobRequest:
+    """Inside `enqueue`, with the settings its transaction read: refuse a blocked word (naming it), and ask
+    for no more candidates than allowed. Reading them here rather than before the enqueue saves an
+    `.imagine` two transactions (bench/RESULTS.md, bot under load); it runs on the store's thread, so it
+    stays pure and quick."""
+    payload = request.payload
+    check_blocked(str(payload['prompt']), settings.blocked_words)
+    n = min(int(payload.get('n') or 9), limits.candidates_per_imagine)
+    if n == payload.get('n'):
+        return request
+    return JobRequest.imagine(
+        user_id=request.user_id,
+        guild_id=request.guild_id,
+        channel_id=request.channel_id,
+        prompt=str(payload['prompt']),
+        n=n,
+        seed=payload.get('seed'),
+        preset=str(payload['preset']),
+        request_key=request.request_key,
+        priority=request.priority,
     )
 
 
@@ -109,9 +139,12 @@ async def expand_request(
     )
 
 
-async def submit(bot: EDalleBot, request: JobRequest, post: Post, *, cut: bool = False) -> Admission:
-    """Enqueue, post the status message with `post`, and remember it so progress and the result land there."""
-    admission = await bot.store.enqueue(request)
+async def submit(
+    bot: EDalleBot, request: JobRequest, post: Post, *, cut: bool = False, fit: FitRequest | None = None
+) -> Admission:
+    """Enqueue (`fit`: see `JobStore.enqueue`), post the status message with `post`, and remember it so
+    progress and the result land there."""
+    admission = await bot.store.enqueue(request, fit=fit)
     job = admission.job
     if not admission.created:
         log.info('job %s: request %s seen before; not queued again', job.id, request.request_key)

@@ -15,6 +15,7 @@ import discord
 import pytest
 from discord.ext import commands
 
+from bot.admission import fit_imagine
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
 from bot.launcher import NO_TOKEN, preflight
 from bot.settings import Settings, SettingsError, read_env_file
@@ -25,6 +26,7 @@ from bot.utils.prompts import check_blocked, clean_prompt, fold
 from bot.utils.ratios import OTHER_RATIOS, check_ratio
 from bot.utils.views import DYNAMIC_ITEMS, candidate_view, grid_view, status_view
 from edalle.errors import EdalleError, QuotaExceeded
+from edalle.jobs import GuildSettings, JobRequest, Limits
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = 10**19 - 1  # the largest id the templates accept (SQLite rowids are below 2**63)
@@ -140,6 +142,15 @@ def test_blocked_words_are_whole_words_ignoring_case_and_accents() -> None:
         check_blocked('lots of Göre!', ['gore'])
     check_blocked('a cafeteria', ['café'])  # not a whole word
     check_blocked('anything', [])
+
+
+def test_fit_imagine_names_the_blocked_word_and_caps_candidates_with_the_settings_enqueue_read() -> None:
+    draft = JobRequest.imagine(user_id=1, guild_id=2, channel_id=3, prompt='a CAFE', n=9, preset='tiny', request_key='k')
+    with pytest.raises(BlockedWord, match='“café”'):
+        fit_imagine(draft, GuildSettings(2, blocked_words=('café',)), Limits())
+    fitted = fit_imagine(draft, GuildSettings(2), Limits(candidates_per_imagine=2))
+    assert (fitted.payload['n'], fitted.compat_key, fitted.request_key) == (2, 'imagine:tiny:2', 'k')
+    assert fit_imagine(draft, GuildSettings(2), Limits(candidates_per_imagine=16)) is draft
 
 
 def test_long_prompts_are_cut_at_a_word_and_flagged() -> None:

@@ -376,6 +376,31 @@ def test_admission_limits_are_checked_in_the_enqueue_transaction(backend):
     assert len(jobs) == 3  # nothing refused was written
 
 
+def test_enqueue_fit_shapes_a_new_request_with_the_settings_it_read(backend):
+    seen = []
+
+    def fit(request, settings, limits):
+        """What the bot does (`bot.admission.fit_imagine`): refuse by settings, cap candidates by limits."""
+        seen.append((settings.blocked_words, limits.candidates_per_imagine))
+        if 'dog' in request.payload['prompt']:
+            raise errors.PromptRejected()
+        return imagine(request.user_id, request.payload['prompt'], n=limits.candidates_per_imagine, request_key='k1')
+
+    async def body(store, clock):
+        await store.set_setting(10, 'blocked_words', ['cat'], actor_id=None)
+        await store.set_limit(10, 'candidates_per_imagine', 4, actor_id=None)
+        with pytest.raises(errors.PromptRejected):
+            await store.enqueue(imagine(user_id=1, prompt='a dog', request_key='k0'), fit=fit)
+        first = await store.enqueue(imagine(user_id=1, prompt='a bird', request_key='k1'), fit=fit)
+        again = await store.enqueue(imagine(user_id=1, prompt='a bird', request_key='k1'), fit=fit)
+        return first, again, await store.user_jobs(1, active_only=False)
+
+    first, again, jobs = run(body, backend)
+    assert seen == [(('cat',), 4)] * 2  # read in the enqueue transaction; not called for a request seen before
+    assert first.created and first.job.payload['n'] == 4 and first.job.compat_key == 'imagine:tiny:4'
+    assert not again.created and again.job.id == first.job.id and [job.id for job in jobs] == [first.job.id]
+
+
 def test_a_failed_job_gives_its_quota_back(backend):
     async def body(store, clock):
         await store.enqueue(imagine(user_id=1))

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import check_channel_permissions, imagine_request, prepare_prompt, submit
+from bot.admission import check_channel_permissions, clean_imagine_prompt, fit_imagine, imagine_request, submit
 from bot.errors import EdalleError, user_message
 from bot.utils import render, results
 from bot.utils.checks import require_owner
@@ -52,8 +52,8 @@ class Imagine(commands.Cog):
         """Draw nine candidates for a prompt, ranked best-first by CLIP; pick one to expand it."""
         check_channel_permissions(ctx.channel)
         guild_id = ctx.guild.id if ctx.guild else None
-        text, cut = await prepare_prompt(self.bot, guild_id, prompt)
-        request = await imagine_request(
+        text, cut = clean_imagine_prompt(self.bot, prompt)
+        request = imagine_request(
             self.bot,
             user_id=ctx.author.id,
             guild_id=guild_id,
@@ -65,7 +65,7 @@ class Imagine(commands.Cog):
         async def post(content: str, view: discord.ui.View) -> discord.Message:
             return await ctx.reply(content, view=view, mention_author=False)
 
-        await submit(self.bot, request, post, cut=cut)
+        await submit(self.bot, request, post, cut=cut, fit=fit_imagine)
 
     # -- the grid ---------------------------------------------------------------------------------------------
 
@@ -106,8 +106,8 @@ class Imagine(commands.Cog):
         await require_owner(self.bot, interaction.user, interaction.guild, job)
         channel = interaction.channel
         check_channel_permissions(channel)
-        text, _ = await prepare_prompt(self.bot, interaction.guild_id, results.prompt_of(job))
-        request = await imagine_request(
+        text, _ = clean_imagine_prompt(self.bot, results.prompt_of(job))
+        request = imagine_request(
             self.bot,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
@@ -119,7 +119,7 @@ class Imagine(commands.Cog):
         async def post(content: str, view: discord.ui.View) -> discord.Message:
             return await channel.send(content, view=view)  # type: ignore[union-attr]
 
-        await submit(self.bot, request, post)
+        await submit(self.bot, request, post, fit=fit_imagine)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
