@@ -139,6 +139,34 @@ async def expand_request(
     )
 
 
+async def expand_upload_request(
+    bot: EDalleBot,
+    *,
+    user_id: int,
+    guild_id: int | None,
+    channel_id: int | None,
+    source_path: str,
+    source_name: str | None,
+    ratio: str,
+    prompt: str | None,
+    request_key: str,
+) -> JobRequest:
+    """Like `expand_request`, for a member's own picture already stored at `source_path` (see `bot.uploads`)."""
+    limits = await bot.store.get_limits(guild_id, user_id)
+    return JobRequest.expand_upload(
+        user_id=user_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        source_path=source_path,
+        source_name=source_name,
+        prompt=prompt,
+        ratio=ratio,
+        steps=limits.expand_steps,
+        preset=bot.settings.preset,
+        request_key=request_key,
+    )
+
+
 async def submit(
     bot: EDalleBot, request: JobRequest, post: Post, *, cut: bool = False, fit: FitRequest | None = None
 ) -> Admission:

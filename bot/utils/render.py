@@ -41,9 +41,16 @@ def eta(seconds: float | None) -> str:
 def _what(job: Job) -> str:
     if job.kind == EXPAND:
         ratio = (job.payload or {}).get('ratio', '16:9')
-        parent = f' of job #{job.parent_job_id}, candidate {(job.parent_index or 0) + 1}' if job.parent_job_id else ''
-        return f'↔️ expand to {ratio}{parent}'
+        return f'↔️ expand to {ratio} of {_source(job)}'
     return f'🎨 {quoted(results.prompt_of(job))}'
+
+
+def _source(job: Job) -> str:
+    """What an expand widens: a candidate of an imagine job, or the member's own picture (by its file name)."""
+    if job.parent_job_id is not None:
+        return f'job #{job.parent_job_id}, candidate {(job.parent_index or 0) + 1}'
+    name = (job.payload or {}).get('source_name')
+    return f'your image {quoted(str(name), 80)}' if name else 'your image'
 
 
 def queued(admission: Admission, *, cut: bool = False) -> str:
@@ -124,8 +131,7 @@ def info(job: Job, info: results.CandidateInfo | None) -> str:
         result = job.result or {}
         payload = job.payload or {}
         settings = result.get('settings') if isinstance(result.get('settings'), dict) else {}
-        parent = f'job #{job.parent_job_id}, candidate {(job.parent_index or 0) + 1}'
-        lines.append(f'Expanded {parent} to {payload.get("ratio")}')
+        lines.append(f'Expanded {_source(job)} to {payload.get("ratio")}')
         for key in ('steps', 'seed', 'width', 'height'):
             value = result.get(key, settings.get(key, payload.get(key)))
             if value is not None:

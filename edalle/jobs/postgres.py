@@ -69,6 +69,7 @@ from edalle.jobs.store import (
     Progress,
     SweepReport,
     WorkerCaps,
+    upload_source,
 )
 
 log = logging.getLogger(__name__)
@@ -623,6 +624,8 @@ class PostgresJobStore:
         return quota
 
     async def _check_parent(self, conn: asyncpg.Connection, request: JobRequest) -> None:
+        if upload_source(request) is not None:
+            return  # a member's own picture: the bot checked and stored it before enqueueing
         if request.parent_job_id is None or request.parent_index is None:
             raise errors.InvalidParent()
         query = 'SELECT kind, status, result FROM jobs WHERE id = :job_id'

@@ -18,12 +18,14 @@ lease expired and was taken over changes nothing (the call returns False or an `
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from edalle.errors import InvalidParent
 from edalle.jobs.limits import GuildSettings, Limits, Quota
 
 
@@ -42,6 +44,29 @@ class JobStatus(str, Enum):
 
 IMAGINE = 'imagine'
 EXPAND = 'expand'
+
+#: Where the bot keeps members' pictures to expand, relative to the data dir (and, with workers on other
+#: hosts, under job id `UPLOADS_JOB_ID` in the result store: the job does not exist yet when it is stored).
+UPLOADS_DIR = 'uploads'
+UPLOADS_JOB_ID = 0  # job ids start at 1 in both stores
+_UPLOAD_PATH = re.compile(r'uploads/[A-Za-z0-9_-]{1,100}\.png')
+
+
+def upload_source(request: JobRequest) -> str | None:
+    """The uploaded picture an expand starts from, or None when it starts from a candidate.
+
+    Both stores call this in `enqueue`, so they accept and refuse the same requests: an expand names
+    exactly one source (a parent candidate, or a `source_path` under `uploads/`), and the path is one the
+    bot could have written (no `..`, no absolute path), since a worker opens it under its data dir.
+    """
+    source = request.payload.get('source_path')
+    if source is None:
+        return None
+    if request.parent_job_id is not None or request.parent_index is not None:
+        raise InvalidParent('An expand starts from one picture: a candidate or an uploaded image, not both.')
+    if not isinstance(source, str) or not _UPLOAD_PATH.fullmatch(source):
+        raise InvalidParent('That uploaded image cannot be found. Attach it again.')
+    return source
 
 
 def _json(text: str | None) -> Any:
@@ -118,6 +143,46 @@ class JobRequest:
             f'{EXPAND}:{preset}',
             parent_job_id=parent_job_id,
             parent_index=parent_index,
+            request_key=request_key,
+            priority=priority,
+        )
+
+    @classmethod
+    def expand_upload(
+        cls,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        source_path: str,
+        source_name: str | None = None,
+        prompt: str | None = None,
+        ratio: str = '16:9',
+        steps: int | None = None,
+        seed: int | None = None,
+        preset: str = 'mini',
+        request_key: str | None = None,
+        priority: int = 0,
+    ) -> JobRequest:
+        """Widen a member's own picture, already fitted to 256×256 and stored at `source_path` (`uploads/….png`,
+        relative to the data dir). It has no tokens and no prompt of its own, so an empty prompt lets the
+        picture alone guide. Same compat key as `expand`: one runner serves both."""
+        payload = {
+            'prompt': prompt,
+            'ratio': ratio,
+            'steps': steps,
+            'seed': seed,
+            'preset': preset,
+            'source_path': source_path,
+            'source_name': source_name,
+        }
+        return cls(
+            EXPAND,
+            user_id,
+            guild_id,
+            channel_id,
+            payload,
+            f'{EXPAND}:{preset}',
             request_key=request_key,
             priority=priority,
         )

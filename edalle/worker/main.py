@@ -36,6 +36,7 @@ from edalle.errors import JobNotFound, RunFailed
 from edalle.jobs import EXPAND, IMAGINE, Job, JobStatus, JobStore, Lease, Progress, WorkerCaps
 from edalle.jobs import result_store as result_files
 from edalle.jobs.backends import describe, open_store
+from edalle.jobs.store import UPLOADS_JOB_ID
 from edalle.worker.results import RunFolder, write_preview
 from edalle.worker.runners import Cancelled, Runner, RunnerConfig, WorkItem, build_runners
 
@@ -373,6 +374,7 @@ class Worker:
 
     async def _parent(self, store: JobStore, job: Job) -> Job | None:
         if job.parent_job_id is None:
+            await self._fetch_upload(job)
             return None
         try:
             parent = await store.get(job.parent_job_id)
@@ -384,6 +386,16 @@ class Worker:
         except Exception:  # the runner then says the picture is missing, in words for the user
             log.warning('worker %s: fetching the files of job #%d failed', self.worker_id, parent.id, exc_info=True)
         return parent
+
+    async def _fetch_upload(self, job: Job) -> None:
+        """An expand of a member's picture: the bot stored it (under `UPLOADS_JOB_ID`) on its host; fetch it here."""
+        source = (job.payload or {}).get('source_path')
+        if not source:
+            return
+        try:
+            await result_files.materialize(self.results, self.options.data_dir, UPLOADS_JOB_ID, source)
+        except Exception:  # the runner then says the picture is missing, in words for the user
+            log.warning('worker %s: fetching %s for job #%d failed', self.worker_id, source, job.id, exc_info=True)
 
     async def _heartbeat(self, store: JobStore, batch: Batch) -> None:
         """Renew the leases, write progress (≤ 1 per `progress_seconds`), and pass cancels to the runner."""

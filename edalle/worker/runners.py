@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edalle.errors import RunFailed
 from edalle.jobs import EXPAND, IMAGINE, Job
+from edalle.jobs.store import UPLOADS_DIR
 from edalle.worker.results import RunFolder
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class ImagineRunner:
 
 
 class ExpandRunner:
-    """E-DALL-E: widen one candidate of a finished imagine job to another aspect ratio."""
+    """E-DALL-E: widen one candidate of a finished imagine job, or a member's uploaded picture, to another ratio."""
 
     kind = EXPAND
     batchable = False
@@ -152,11 +153,14 @@ class ExpandRunner:
         import numpy as np
         from PIL import Image
 
-        from edalle.expander.api import ExpandRequest
-        from edalle.expander.errors import ExpandCancelled
-        from edalle.outputs import save_png
-
         job, parent = item.job, item.parent
+        if (job.payload or {}).get('source_path'):
+            upload = self._upload(job)
+            return (
+                upload
+                if isinstance(upload, RunFailed)
+                else self._expand(item, ctx, upload, None, job.payload.get('prompt') or '')
+            )
         candidate = (
             next(
                 (c for c in ((parent.result or {}).get('candidates') or []) if c.get('index') == job.parent_index),
@@ -172,10 +176,37 @@ class ExpandRunner:
                 source = opened.convert('RGB')
         except OSError:
             return RunFailed('The picture to expand is gone. Run the imagine again and pick a new one.')
-        payload = job.payload
-        prompt = payload.get('prompt') or (parent.payload or {}).get('prompt') or ''
+        prompt = job.payload.get('prompt') or (parent.payload or {}).get('prompt') or ''
+        tokens = np.asarray(candidate['tokens'], dtype=np.int32) if candidate.get('tokens') else None
+        return self._expand(item, ctx, source, tokens, prompt)
+
+    def _upload(self, job: Job) -> Image.Image | RunFailed:
+        """A member's picture, stored by the bot as a checked 256×256 PNG under `uploads/` (fetched from the result
+        store before the run). It has no tokens (the VQGAN encodes it) and no prompt of its own (empty: the
+        picture alone guides)."""
+        from PIL import Image
+
+        from edalle.expander.sources import fit_square
+
+        path = (self.data_dir / str(job.payload['source_path'])).resolve()
+        gone = RunFailed('The image to expand is gone. Attach it again with `.expand`.')
+        if not path.is_relative_to((self.data_dir / UPLOADS_DIR).resolve()):
+            return gone  # the store checks the path; this keeps a bad row from reading outside the data dir
+        try:
+            with Image.open(path) as opened:
+                source = fit_square(opened)  # already 256×256 RGB from the bot: a no-op then
+        except OSError:
+            return gone
+        return source
+
+    def _expand(self, item: WorkItem, ctx: RunContext, source: Image.Image, tokens: Any, prompt: str) -> Outcome:
+        from edalle.expander.api import ExpandRequest
+        from edalle.expander.errors import ExpandCancelled
+        from edalle.outputs import save_png
+
+        job, payload = item.job, item.job.payload
         request = ExpandRequest(
-            source_tokens=np.asarray(candidate['tokens'], dtype=np.int32) if candidate.get('tokens') else None,
+            source_tokens=tokens,
             source_image=source,
             prompt=prompt,
             ratio=payload.get('ratio') or '16:9',
@@ -200,6 +231,7 @@ class ExpandRunner:
             'prompt': prompt,
             'parent_job_id': job.parent_job_id,
             'parent_index': job.parent_index,
+            'source_path': payload.get('source_path'),
         }
 
 
