@@ -12,12 +12,19 @@ crashes and restarts:
 - when the channel refuses (permissions), the result goes to the member by DM.
 
 Progress edits are throttled to one per message every `progress_seconds`, and expand previews to one
-every `preview_seconds` (Discord allows about 5 edits per 5 s per channel).
+every `preview_seconds` (Discord allows about 5 edits per 5 s per channel). A queued job's "N ahead" is
+edited only when it crosses a step (`position_step`: next, 1, 2, then 3, 5, 10, 25, 50 …), at most one
+such edit per channel every `QUEUE_EDIT_SPACING` seconds and `QUEUE_EDITS_PER_ROUND` per round, front
+of the queue first: re-editing every queued message as the queue moved cost 27 edits per job with 200
+queued (bench/RESULTS.md), and on Discord those edits would share the channel's budget with the results.
+Each round posts results before it edits anything, so position edits never hold up a result for more than
+a round's few edits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import secrets
@@ -44,6 +51,14 @@ EDIT_AGE_LIMIT = 55 * 60.0  # Discord refuses edits of messages older than an ho
 MAX_DELIVERY_ATTEMPTS = 8  # past this a result that cannot be posted anywhere is recorded as undeliverable
 POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0  # a round in progress may finish this long after stop()
+QUEUE_STEPS = (1, 2, 3, 5, 10, 25, 50, 100, 250, 500, 1000)  # "N ahead" is re-edited when N crosses one
+QUEUE_EDIT_SPACING = 2.0  # seconds between two position edits in one channel: under half its edit budget
+QUEUE_EDITS_PER_ROUND = 5  # then the round ends, and the next one posts finished results first
+
+
+def position_step(ahead: int) -> int:
+    """Which step of `QUEUE_STEPS` a queue position is in (0: next in line); an edit when it changes."""
+    return bisect.bisect_right(QUEUE_STEPS, ahead)
 
 
 @dataclass
@@ -52,6 +67,7 @@ class _Shown:
 
     text: str = ''
     edited_at: float = 0.0
+    step: tuple[int, int] | None = None  # a queued job's (attempt, position step) as shown; None: not queued
     preview: str | None = None
     preview_at: float = 0.0
 
@@ -74,6 +90,7 @@ class Courier:
         self.owner = f'bot:{os.getpid()}:{secrets.token_hex(3)}'
         self._task: asyncio.Task[None] | None = None
         self._shown: dict[int, _Shown] = {}
+        self._queue_edit_at: dict[int | None, float] = {}  # channel → its last position edit (monotonic)
         self._stopping = False
         self._busy = False  # inside a round: stop() lets it finish
         self.delivered: list[int] = []  # job ids this process posted (tests and logs)
@@ -215,6 +232,7 @@ class Courier:
         ahead = 0
         now = time.monotonic()
         alive = set()
+        queue_edits = 0
         for job in active:
             position = ahead if job.status is JobStatus.QUEUED else None
             if job.status is JobStatus.QUEUED:
@@ -225,7 +243,25 @@ class Courier:
             if time.time() - discord.utils.snowflake_time(job.status_message_id).timestamp() > EDIT_AGE_LIMIT:
                 continue
             shown = self._shown.setdefault(job.id, _Shown(edited_at=now))  # the first text was posted just now
+            if shown.step is None and not shown.text and position is not None:  # the queued text posted on enqueue
+                shown.step = (job.attempt, position_step(position))
             text = render.progress(job, position)
+            if position is not None:  # queued: edit only when its position crosses a step, a few per round
+                step = (job.attempt, position_step(position))
+                channel_free = self._queue_edit_at.get(job.channel_id, 0.0) + QUEUE_EDIT_SPACING <= now
+                if (
+                    step == shown.step
+                    or queue_edits >= QUEUE_EDITS_PER_ROUND
+                    or not channel_free
+                    or now - shown.edited_at < self.settings.progress_seconds
+                ):
+                    continue
+                await self._edit_progress(job, text, None)
+                shown.text, shown.edited_at, shown.step = text, now, step
+                self._queue_edit_at[job.channel_id] = now
+                queue_edits += 1
+                continue
+            shown.step = None
             preview = job.preview_path if job.kind == EXPAND else None
             new_preview = (
                 preview is not None and preview != shown.preview and now - shown.preview_at >= self.settings.preview_seconds
@@ -238,6 +274,9 @@ class Courier:
                 shown.preview, shown.preview_at = preview, now
         for job_id in set(self._shown) - alive:
             self._shown.pop(job_id, None)
+        for channel_id, at in list(self._queue_edit_at.items()):
+            if now - at > QUEUE_EDIT_SPACING:
+                del self._queue_edit_at[channel_id]
 
     async def _edit_progress(self, job: Job, text: str, preview: str | None) -> None:
         channel = self.bot.get_partial_messageable(job.channel_id or 0, guild_id=job.guild_id)
