@@ -152,13 +152,23 @@ def test_bot_and_two_workers_on_postgres_post_every_result_once(
     done = server.call(fake.wait_for_edit(expand_status, widened, timeout=RESULT_TIMEOUT), RESULT_TIMEOUT + 10)
     assert done.attachments and image_size(done.attachments[0].data) == (448, 256), done.content
 
+    # A member's own picture: the bot stores it in the result store, a worker on another host fetches it.
+    server.send_user_message(fake.channel, fake.bob, '.expand 2:1', attachments=[('fox.png', picked.attachments[0].data)])
+    upload_status = server.call(fake.wait_for_message(fake.channel, lambda m: 'expand to 2:1' in m.content, timeout=30), 40)
+    expand_id = job_id_in(upload_status)
+    done = server.call(fake.wait_for_edit(upload_status, widened, timeout=RESULT_TIMEOUT), RESULT_TIMEOUT + 10)
+    assert done.attachments and image_size(done.attachments[0].data) == (512, 256), done.content
+    assert not (bot_dir / 'uploads').exists()  # kept in the result store, not on the bot's disk
+    fetched = [p for name in ('worker-a', 'worker-b') for p in (tmp_path / name / 'uploads').glob('*.png')]
+    assert len(fetched) == 1  # the worker that widened it fetched it
+
     time.sleep(1.0)  # a duplicate post would show up by now
-    ids = [alice_job, job_id_in(statuses[1]), expand_id]
+    ids = [alice_job, job_id_in(statuses[1]), job_id_in(expand_status), expand_id]
     jobs = {job.id: job for job in read_jobs(url, ids)}
     assert all(jobs[i].status is JobStatus.SUCCEEDED and jobs[i].delivered_at is not None for i in ids)
     assert {jobs[i].worker_id for i in ids[:2]} == {'worker-a', 'worker-b'}  # the two imagines ran on both hosts
     pictures = [m for m in fake.bot_messages(fake.channel) if m.attachments]
-    assert len(pictures) == 4  # two grids, one candidate, one widened picture: each posted once
+    assert len(pictures) == 5  # two grids, one candidate, two widened pictures: each posted once
     assert not (bot_dir / 'models').exists()  # the bot never had weights: every picture came through the store
     assert sorted(p.name for p in (bot_dir / 'images' / str(alice_job)).rglob('grid.png'))
 
