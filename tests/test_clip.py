@@ -59,3 +59,12 @@ def test_fit_square_crops_the_centre() -> None:
 def test_missing_local_weights_are_named(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match='CLIP weights not found'):
         ClipModel.load(ClipConfig('ViT-B-32', str(tmp_path / 'absent.safetensors')))
+
+
+@pytest.mark.slow
+def test_build_random_is_seeded_and_real_sized() -> None:
+    a, b = ClipModel.build_random('ViT-B-32', 0), ClipModel.build_random('ViT-B-32', 0)
+    assert a.image_size == 224 and a.name == 'ViT-B-32'
+    assert sum(p.numel() for p in a.model.parameters()) > 100_000_000  # the published size, ~151M
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True))
+    assert not any(p.requires_grad for p in a.model.parameters())

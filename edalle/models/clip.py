@@ -73,6 +73,18 @@ class ClipModel:
         return cls._wrap(model.to(device), open_clip.get_tokenizer('ViT-B-32'), 'tiny', device)
 
     @classmethod
+    def build_random(cls, model_name: str, seed: int, *, device: str | torch.device = 'cpu') -> ClipModel:
+        """A published architecture (e.g. 'ViT-B-32') with seeded random weights, no download.
+
+        For benchmarks: the compute of a forward or backward pass does not depend on the weight
+        values, so real sizes can be timed without fetching a checkpoint.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(model_name, pretrained=None, device=device)
+        return cls._wrap(model, open_clip.get_tokenizer(model_name), model_name, device)
+
+    @classmethod
     def load_tiny(cls, path: str | Path, *, device: str | torch.device = 'cpu') -> ClipModel:
         model = open_clip.CLIP(**TINY_CLIP_CFG)
         model.load_state_dict(load_state_dict(path))
