@@ -125,7 +125,7 @@ async def serve(settings: Settings, child_env: dict[str, str]) -> int:
     """Run until the bot fails or a signal arrives; always stop the bot, the worker and the store."""
     from bot.bot import EDalleBot
     from bot.loop_monitor import start_loop_monitor
-    from bot.supervisor import WorkerSupervisor, worker_argv
+    from bot.supervisor import WorkerSupervisor, worker_argv, worker_env_with_threads, worker_threads
     from edalle.jobs.backends import open_store
     from edalle.jobs.result_store import open_result_store
 
@@ -144,7 +144,9 @@ async def serve(settings: Settings, child_env: dict[str, str]) -> int:
             argv = worker_argv(
                 preset=settings.preset, data_dir=settings.data_dir, database=settings.database, extra=settings.worker_args
             )
-            supervisor = WorkerSupervisor(argv, env=child_env)
+            # At lower CPU priority, and on a small host with a core left for the bot's loop (bot/supervisor.py).
+            env = worker_env_with_threads(child_env, worker_threads(settings.worker_threads))
+            supervisor = WorkerSupervisor(argv, env=env, nice=settings.worker_nice)
             await supervisor.start()
         bot = EDalleBot(settings=settings, store=store, worker_status=supervisor, results=results)
         stopping = asyncio.Event()

@@ -104,6 +104,8 @@ class Settings:
     gateway_url: str | None = None  # DISCORD_GATEWAY_URL: e.g. ws://127.0.0.1:8080/
     run_worker: bool = True  # EDALLE_WORKER=0 (or --no-worker): workers run elsewhere
     worker_args: tuple[str, ...] = ()  # EDALLE_WORKER_ARGS: extra flags for `python -m edalle.worker`
+    worker_nice: int = 10  # EDALLE_WORKER_NICE: the local worker's CPU priority below the bot's (0: the same)
+    worker_threads: int | None = None  # EDALLE_WORKER_THREADS: its math threads (None: cores - 1 on ≤ 4 cores; 0: all)
     sync_commands: str = 'auto'  # EDALLE_SYNC_COMMANDS: auto (when they changed), always, never
     dev_guild_id: int | None = None  # EDALLE_DEV_GUILD_ID: sync slash commands to this server only (instant)
     progress_seconds: float = 3.0  # EDALLE_PROGRESS_SECONDS: at most one progress edit per message this often
@@ -138,6 +140,8 @@ class Settings:
             gateway_url=env.get('DISCORD_GATEWAY_URL', '').strip() or None,
             run_worker=_flag(env, 'EDALLE_WORKER', True),
             worker_args=tuple(shlex.split(env.get('EDALLE_WORKER_ARGS', ''))),
+            worker_nice=int(_number(env, 'EDALLE_WORKER_NICE', 10, int)),
+            worker_threads=_optional_int(env, 'EDALLE_WORKER_THREADS'),
             sync_commands=sync,
             dev_guild_id=_optional_int(env, 'EDALLE_DEV_GUILD_ID'),
             progress_seconds=_number(env, 'EDALLE_PROGRESS_SECONDS', 3.0),

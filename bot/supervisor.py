@@ -6,6 +6,12 @@ dies (a crash loop costs a little log noise, not a pegged CPU), reset the back-o
 for a while, and on shutdown send SIGTERM (the worker hands its running jobs back to the queue),
 then SIGKILL after a grace period. A job the dead worker held is not lost: its lease expires and the
 store gives it to the next worker.
+
+On a small host the worker must not starve the bot: its model code (JAX, torch) uses every core, and the
+bot's event loop then waits for the CPU, which members see as slow acknowledgements (bench/RESULTS.md,
+bot under load). So the child runs at a lower CPU priority (`nice`, `EDALLE_WORKER_NICE`, default 10),
+and with 4 cores or fewer its math libraries get one core fewer than the machine has (`worker_env_with_threads`,
+`EDALLE_WORKER_THREADS`). Neither matters on a GPU host, where the worker mostly waits for the GPU.
 """
 
 from __future__ import annotations
@@ -16,10 +22,43 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+
+FEW_CORES = 4  # at or below this many cores, the worker's CPU threads are capped to leave the bot one
+THREAD_VARIABLES = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')  # torch, numpy's BLAS
+
+
+def worker_threads(requested: int | None, cores: int | None = None) -> int | None:
+    """How many CPU threads the worker's math may use: `requested` (`EDALLE_WORKER_THREADS`; 0 means no cap),
+    else one fewer than the cores when there are `FEW_CORES` or fewer, else None (no cap)."""
+    if requested is not None:
+        return requested or None
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1) if cores <= FEW_CORES else None
+
+
+def worker_env_with_threads(env: Mapping[str, str], threads: int | None) -> dict[str, str]:
+    """The worker's environment with its CPU threads capped at `threads` (None: unchanged).
+
+    OpenMP/BLAS (torch's intra-op threads, numpy) read `*_NUM_THREADS`; XLA's CPU backend (JAX) reads
+    `intra_op_parallelism_threads`, and with one thread `--xla_cpu_multi_thread_eigen=false` keeps its
+    matrix code on that thread too. Values the operator set already win.
+    """
+    capped = dict(env)
+    if threads is None:
+        return capped
+    for name in THREAD_VARIABLES:
+        capped.setdefault(name, str(threads))
+    xla = capped.get('XLA_FLAGS', '')
+    flags = [] if 'intra_op_parallelism_threads' in xla else [f'intra_op_parallelism_threads={threads}']
+    if threads == 1 and 'xla_cpu_multi_thread_eigen' not in xla:
+        flags.insert(0, '--xla_cpu_multi_thread_eigen=false')
+    if flags:
+        capped['XLA_FLAGS'] = ' '.join([xla, *flags]).strip()
+    return capped
 
 
 @dataclass
@@ -49,9 +88,11 @@ class WorkerSupervisor:
         env: dict[str, str] | None = None,
         backoff: Backoff | None = None,
         stop_timeout: float = 30.0,
+        nice: int = 0,
     ) -> None:
         self.argv = list(argv)
         self.env = env
+        self.nice = nice  # added to the child's niceness (lower CPU priority than the bot)
         self.backoff = backoff or Backoff()
         self.stop_timeout = stop_timeout
         self.process: asyncio.subprocess.Process | None = None
@@ -86,11 +127,18 @@ class WorkerSupervisor:
 
     async def _spawn(self) -> None:
         # Own session: Ctrl-C in a terminal reaches only the bot, which then stops the worker in order.
+        nice = self.nice
+
+        def in_child() -> None:  # after fork, before exec: only async-signal-safe-ish calls
+            _die_with_parent()
+            if nice:
+                os.nice(nice)
+
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+            *self.argv, env=self.env, start_new_session=True, preexec_fn=in_child
         )
         self.started_at = time.monotonic()
-        log.info('worker started (pid %s): %s', self.process.pid, ' '.join(self.argv))
+        log.info('worker started (pid %s): %s (nice +%d)', self.process.pid, ' '.join(self.argv), nice)
         self._spawned.set()
 
     async def _run(self) -> None:

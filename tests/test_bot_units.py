@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from bot.admission import fit_imagine
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
 from bot.launcher import NO_TOKEN, preflight
 from bot.settings import Settings, SettingsError, read_env_file
-from bot.supervisor import Backoff, WorkerSupervisor
+from bot.supervisor import Backoff, WorkerSupervisor, worker_env_with_threads, worker_threads
 from bot.utils import custom_ids
 from bot.utils.images import fit_bytes
 from bot.utils.prompts import check_blocked, clean_prompt, fold
@@ -225,6 +226,32 @@ def _cmd() -> discord.app_commands.Command:
 
 
 # -- the supervisor -----------------------------------------------------------------------------------------
+
+
+def test_the_worker_runs_niced_with_its_cpu_threads_capped_on_a_small_host(tmp_path: Path) -> None:
+    assert [worker_threads(None, cores) for cores in (1, 2, 4, 8)] == [1, 1, 3, None]
+    assert (worker_threads(0, 2), worker_threads(3, 2)) == (None, 3)
+    env = worker_env_with_threads({'PATH': '/bin'}, 1)
+    assert env['OMP_NUM_THREADS'] == env['OPENBLAS_NUM_THREADS'] == '1'
+    assert env['XLA_FLAGS'] == '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+    mine = worker_env_with_threads({'OMP_NUM_THREADS': '2', 'XLA_FLAGS': '--xla_dump_to=/tmp/x'}, 3)
+    assert mine['OMP_NUM_THREADS'] == '2' and mine['XLA_FLAGS'] == '--xla_dump_to=/tmp/x intra_op_parallelism_threads=3'
+    assert worker_env_with_threads({'A': '1'}, None) == {'A': '1'}
+    assert Settings.from_env({}).worker_nice == 10 and Settings.from_env({'EDALLE_WORKER_NICE': '0'}).worker_nice == 0
+
+    async def main() -> None:
+        out = tmp_path / 'nice'
+        code = f'import os; open({str(out)!r}, "w").write(str(os.nice(0)))'
+        child = WorkerSupervisor([sys.executable, '-c', code], nice=5, backoff=Backoff(first=60))
+        await child.start()
+        for _ in range(200):
+            if out.exists() and out.read_text():
+                break
+            await asyncio.sleep(0.05)
+        await child.stop()
+        assert int(out.read_text()) == os.nice(0) + 5
+
+    asyncio.run(main())
 
 
 def test_backoff_doubles_and_resets_after_a_healthy_run() -> None:
