@@ -63,7 +63,9 @@ def paths(tmp_path):
 
 def test_a_thousand_jobs_on_three_workers_each_run_exactly_once(paths, tmp_path):
     db, data, log = paths
-    ids = enqueue(db, [probe(user_id=i % 10, log=str(log)) for i in range(1000)])
+    # 10 ms of work per job (10 s for one worker alone): long enough that a worker which starts a few
+    # seconds after the others on a loaded machine still finds work, so sharing is certain, not a race
+    ids = enqueue(db, [probe(user_id=i % 10, log=str(log), sleep=0.01) for i in range(1000)])
     started = time.monotonic()
     workers = [spawn_worker(db, data, '--batch', '4', '--exit-when-idle', output=tmp_path / f'w{i}.out') for i in range(3)]
     codes = [wait_exit(w, 120) for w in workers]
