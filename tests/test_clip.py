@@ -68,3 +68,23 @@ def test_build_random_is_seeded_and_real_sized() -> None:
     assert sum(p.numel() for p in a.model.parameters()) > 100_000_000  # the published size, ~151M
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True))
     assert not any(p.requires_grad for p in a.model.parameters())
+
+
+def test_sequence_first_layout_is_the_same_model() -> None:
+    """`_wrap` runs the image tower sequence-first; embeddings and input gradients are open_clip's own."""
+    import open_clip
+
+    from edalle.models.clip import TINY_CLIP_CFG
+
+    wrapped = ClipModel.build_tiny(seed=5)
+    assert wrapped.model.visual.transformer.batch_first is False
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        plain = open_clip.CLIP(**TINY_CLIP_CFG).eval()
+    assert plain.visual.transformer.batch_first is True
+    x = torch.rand(3, 3, 224, 224, requires_grad=True)
+    a = wrapped.model.encode_image(x)
+    (ga,) = torch.autograd.grad(a.sum(), x)
+    b = plain.encode_image(x)
+    (gb,) = torch.autograd.grad(b.sum(), x)
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ga, gb, atol=1e-6)

@@ -23,6 +23,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from edalle.config import ClipConfig
 
@@ -93,6 +94,7 @@ class ClipModel:
     @classmethod
     def _wrap(cls, model: torch.nn.Module, tokenizer: Any, name: str, device: str | torch.device) -> ClipModel:
         model.eval().requires_grad_(False)
+        _sequence_first(model)
         size = model.visual.image_size
         image_size = size[0] if isinstance(size, tuple | list) else int(size)
         mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
@@ -128,6 +130,27 @@ class ClipModel:
         with torch.no_grad():
             images = self.encode_images(pixels.to(self.device))  # (B, D)
         return 100.0 * (images @ text.T).squeeze(1)
+
+
+def _sequence_first(model: torch.nn.Module) -> None:
+    """Run the image tower's attention blocks on (L, N, D) activations instead of (N, L, D).
+
+    Same weights, same maths (open_clip supports both layouts). With batch-first input,
+    `nn.MultiheadAttention` transposes to (L, N, D) itself, and with gradients on (its fused
+    fast path is inference-only) every projection then runs on non-contiguous activations:
+    under bf16 autocast each becomes a copy plus a batched matmul, which measured 12 s against
+    9 s for CLIP ViT-B-32 forward + backward on 64 views (one CPU thread); fp32 is unchanged.
+    The text tower runs once per prompt and is left alone.
+    """
+    transformer = getattr(getattr(model, 'visual', None), 'transformer', None)
+    blocks = list(getattr(transformer, 'resblocks', []))
+    if not hasattr(transformer, 'batch_first') or not all(
+        isinstance(getattr(block, 'attn', None), nn.MultiheadAttention) for block in blocks
+    ):
+        return  # another architecture: leave it as built
+    transformer.batch_first = False  # type: ignore[union-attr]
+    for block in blocks:
+        block.attn.batch_first = False
 
 
 def fit_square(pixels: torch.Tensor, size: int) -> torch.Tensor:
