@@ -85,3 +85,18 @@ def test_lanczos_prefilter() -> None:
     assert torch.allclose(kernel, kernel.flip(0))
     flat = torch.full((1, 3, 255, 255), 0.5)
     assert torch.allclose(resample(flat, (224, 224)), torch.full((1, 3, 224, 224), 0.5), atol=1e-5)
+
+
+def test_view_reach_bounds_what_each_view_reads() -> None:
+    """A view's gradient reaches canvas columns only inside its reported reach (plus the bilinear neighbour)."""
+    views = EvenCutouts(EvenCutoutSettings(cutn=12, cut_size=32))
+    canvas = torch.rand(1, 3, 64, 112, requires_grad=True)
+    pixels, reach = views.sample(canvas, [torch.Generator().manual_seed(5)], [torch.Generator().manual_seed(6)])
+    assert pixels.shape == (12, 3, 32, 32) and reach.shape == (12, 4)
+    assert torch.equal(pixels, views(canvas, [torch.Generator().manual_seed(5)], [torch.Generator().manual_seed(6)]))
+    for k in range(12):
+        (grad,) = torch.autograd.grad(pixels[k].sum(), canvas, retain_graph=True)
+        read = grad.abs().sum(dim=(0, 1, 2)).nonzero().squeeze(1)  # columns with any gradient
+        x_min, x_max = float(reach[k, 0]), float(reach[k, 1])
+        if x_min >= 0 and x_max <= 111:  # inside the canvas: no reflection
+            assert read.min() >= int(x_min) and read.max() <= int(x_max) + 1

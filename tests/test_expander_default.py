@@ -172,3 +172,43 @@ def test_decode_sides_windows(models: tuple[VQGAN, ClipModel]) -> None:
     assert torch.equal(windowed[..., 80:144], sources[..., 32:96])  # the middle is not decoded
     assert torch.allclose(windowed[..., :80], left, atol=1e-5)  # 3 side + 2 context columns
     assert torch.allclose(full, vqgan.decode_latents(latents), atol=1e-5)
+
+
+def test_views_reading_only_the_source_skip_the_backward_exactly(models: tuple[VQGAN, ClipModel]) -> None:
+    """Views inside the kept picture go forward only: same embeddings, same gradient to the sides."""
+    from edalle.expander.cutouts import EvenCutouts, EvenCutoutSettings
+    from edalle.expander.default import encode_views, inside_box
+
+    _, clip = models
+    geometry = compute_geometry('16:9')
+    sources = torch.rand(1, 3, 256, 256)
+    sides = torch.rand(1, 3, 256, 192, requires_grad=True)
+    image = torch.cat([sides[..., :96], sources, sides[..., 96:]], dim=3)  # the composite's layout
+    views = EvenCutouts(EvenCutoutSettings(cutn=24))
+    pixels, reach = views.sample(image, [torch.Generator().manual_seed(1)])
+    inside = inside_box(reach, geometry, image.shape[-2:])
+    assert 0 < int(inside.sum()) < 24  # some views see only the source on 16:9, most do not
+    for k in inside.nonzero().squeeze(1).tolist():  # the flagged ones really have no gradient
+        (grad,) = torch.autograd.grad(pixels[k].sum(), sides, retain_graph=True)
+        assert not grad.any()
+    off = torch.autocast('cpu', enabled=False)
+    split = encode_views(clip, pixels, ~inside, off)
+    whole = encode_views(clip, pixels, torch.ones(24, dtype=torch.bool), off)
+    assert torch.allclose(split, whole, atol=1e-5)
+    (g_split,) = torch.autograd.grad(split.pow(2).sum() + split[:, 0].sum(), sides, retain_graph=True)
+    (g_whole,) = torch.autograd.grad(whole.pow(2).sum() + whole[:, 0].sum(), sides)
+    assert torch.allclose(g_split, g_whole, atol=1e-6)
+    tall = inside_box(reach[:, [2, 3, 0, 1]], compute_geometry('9:16'), (448, 256))  # the same views transposed
+    assert torch.equal(tall, inside)
+
+
+@pytest.mark.filterwarnings('ignore:CUDA is not available')
+def test_bf16_autocast_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edalle.expander import default
+
+    monkeypatch.setattr(default, 'native_bf16_cpu', lambda: True)
+    assert default.bf16_autocast(torch.device('cpu'), True)._enabled
+    assert not default.bf16_autocast(torch.device('cpu'), False)._enabled  # amp=False: fp32
+    monkeypatch.setattr(default, 'native_bf16_cpu', lambda: False)
+    assert not default.bf16_autocast(torch.device('cpu'), True)._enabled  # emulated bf16 would be slower
+    assert default.bf16_autocast(torch.device('cuda'), True).fast_dtype == torch.bfloat16

@@ -211,6 +211,21 @@ class EvenCutouts:
         `generators` (CPU) draw the view geometry and colours; `noise_generators` (on the
         pixels' device, default `generators`) draw the noise.
         """
+        return self.sample(pixels, generators, noise_generators)[0]
+
+    def sample(
+        self,
+        pixels: torch.Tensor,
+        generators: list[torch.Generator],
+        noise_generators: list[torch.Generator] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The views, as `__call__`, and each view's reach: (B·cutn, 4) float, x_min, x_max, y_min, y_max.
+
+        The reach is the span of the view's sample points in canvas pixel coordinates (pixel
+        centres at 0 … W − 1), so a view whose reach lies inside a box reads only that box's
+        pixels (bilinear taps at ⌊x⌋ and ⌊x⌋ + 1): the caller can tell which views cannot
+        carry any gradient to pixels outside it.
+        """
         s = self.settings
         b, _, height, width = pixels.shape
         size = s.cut_size
@@ -230,7 +245,12 @@ class EvenCutouts:
         matrix, offset = colour[..., :3].to(views.dtype), colour[..., 3].to(views.dtype)  # (B, n, 3, 3), (B, n, 3)
         views = torch.einsum('bnij,bnjhw->bnihw', matrix, views) + (offset * grey.unsqueeze(-1))[..., None, None]
         noise = torch.stack([self._noise(g, pixels) for g in noise_generators or generators])  # (B, n, 3, S, S)
-        return (views + noise).reshape(b * s.cutn, 3, size, size)
+        with torch.no_grad():
+            x = ((grid[..., 0] + 1) * width - 1) / 2  # (B, n·S, S), align_corners=False pixel coordinates
+            y = ((grid[..., 1] + 1) * height - 1) / 2
+            spans = [c.reshape(b * s.cutn, size * size) for c in (x, y)]
+            reach = torch.stack([spans[0].amin(1), spans[0].amax(1), spans[1].amin(1), spans[1].amax(1)], dim=1)
+        return (views + noise).reshape(b * s.cutn, 3, size, size), reach.float()
 
     def _noise(self, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
         s = self.settings
