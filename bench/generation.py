@@ -172,7 +172,9 @@ def child(side: str, args: argparse.Namespace, counts: str, dtype: str, cache: s
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         sys.exit(f'{side} failed:\n{done.stderr[-4000:]}')
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(result), file=sys.stderr, flush=True)  # each side as it finishes: a cut-short run still tells
+    return result
 
 
 def main() -> None:
