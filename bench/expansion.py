@@ -16,7 +16,8 @@ bit for bit, and every canvas column is seen by CLIP about equally often.
 How it measures. Each run is a real `run_classic` / `run_default` call; an observer stamps the
 wall clock and the process CPU clock after every step, so a step's time is the gap between two
 stamps. The first stamp also carries the setup (encode, text and image-prompt embeddings) and the
-first step's warm-up; setup = first stamp − one median step; the final decode is the time after
+first step's warm-up; setup = the earliest first stamp over the rounds − one median step (the
+very first run also pays lazy imports and first allocations); the final decode is the time after
 the last stamp. Runs of the variants alternate (A B C D A B C D …), so other load on a shared
 machine hits all of them alike, and each figure is the median over all timed steps of all rounds
 (minimum also shown). On the CPU torch gets THREADS threads (default 1): with two threads on a
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,7 +55,15 @@ sys.path.insert(0, str(REPO))
 from edalle.config import VQGAN_CONFIGS  # noqa: E402
 from edalle.expander.classic import ClassicSettings, run_classic  # noqa: E402
 from edalle.expander.cutouts import ClassicCutouts, EvenCutouts, coverage  # noqa: E402
-from edalle.expander.default import DefaultItem, DefaultSettings, _cosine, run_default  # noqa: E402
+from edalle.expander.default import (  # noqa: E402
+    DefaultItem,
+    DefaultSettings,
+    _cosine,
+    bf16_autocast,
+    inside_box,
+    native_bf16_cpu,
+    run_default,
+)
 from edalle.expander.geometry import Geometry, compute_geometry  # noqa: E402
 from edalle.expander.images import to_images  # noqa: E402
 from edalle.models.clip import ClipModel  # noqa: E402
@@ -226,11 +236,14 @@ def column_coverage(geometry: Geometry, cutn: int, method: str, steps: int) -> d
 
 def _best(fn: Callable[[], object], repeats: int = 2) -> tuple[float, float]:
     """(wall, CPU) seconds of fn, the minimum of `repeats` calls after one warm-up call."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     fn()
     best = (float('inf'), float('inf'))
     for _ in range(repeats):
+        sync()
         w, c = time.perf_counter(), time.process_time()
         fn()
+        sync()
         best = (min(best[0], time.perf_counter() - w), min(best[1], time.process_time() - c))
     return best
 
@@ -243,23 +256,24 @@ def profile(models: Models, geometry: Geometry, cutn: int) -> dict[str, Any]:
     vqgan, clip = models.vqgan, models.clip
     rows, columns = geometry.tokens
     dim = vqgan.config.embed_dim
-    sources = to_pixels(models.source)
-    off = torch.autocast('cpu', enabled=False)
+    device = clip.device
+    sources = to_pixels(models.source, device)
+    off = torch.autocast(device.type, enabled=False)
     default = DefaultSettings(cutn=cutn)
 
     def decode_full() -> None:
-        z = torch.randn(1, dim, rows, columns, requires_grad=True)
+        z = torch.randn(1, dim, rows, columns, device=device, requires_grad=True)
         vqgan.decode_latents(vqgan.quantize(z)[0]).sum().backward()
 
     def decode_windows() -> None:
-        z = torch.randn(1, dim, rows, columns, requires_grad=True)
+        z = torch.randn(1, dim, rows, columns, device=device, requires_grad=True)
         decode_sides(vqgan, vqgan.quantize(z)[0], sources, geometry, default.context_tokens, off).sum().backward()
 
     def decode_display() -> None:
         with torch.no_grad():
-            vqgan.decode_latents(torch.randn(1, dim, rows, columns))
+            vqgan.decode_latents(torch.randn(1, dim, rows, columns, device=device))
 
-    canvas = torch.rand(1, 3, geometry.height, geometry.width)
+    canvas = torch.rand(1, 3, geometry.height, geometry.width, device=device)
     classic_cuts = ClassicCutouts(clip.image_size, cutn)
     even_cuts = EvenCutouts(default.cutout_settings())
 
@@ -272,8 +286,19 @@ def profile(models: Models, geometry: Geometry, cutn: int) -> dict[str, Any]:
         even_cuts(x, [torch.Generator().manual_seed(0)]).sum().backward()
 
     def clip_views() -> None:
-        x = torch.rand(cutn, 3, clip.image_size, clip.image_size, requires_grad=True)
+        x = torch.rand(cutn, 3, clip.image_size, clip.image_size, device=device, requires_grad=True)
         clip.encode_images(x).sum().backward()
+
+    def clip_views_forward() -> None:
+        with torch.no_grad():
+            clip.encode_images(torch.rand(cutn, 3, clip.image_size, clip.image_size, device=device))
+
+    def bf16(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with bf16_autocast(device, True):
+                fn()
+
+        return run
 
     def png() -> None:
         import io
@@ -287,14 +312,60 @@ def profile(models: Models, geometry: Geometry, cutn: int) -> dict[str, Any]:
         f'cutouts fwd+bwd, {cutn} classic (loop + kornia)': cut_classic,
         f'cutouts fwd+bwd, {cutn} even (one grid_sample)': cut_even,
         f'CLIP image fwd+bwd, {cutn} views': clip_views,
+        f'CLIP image fwd only, {cutn} views': clip_views_forward,
         'PNG encode of the frame (classic faithful_io)': png,
     }
+    if device.type == 'cuda' or native_bf16_cpu():
+        parts['vqgan decode fwd+bwd, two side windows, bf16 autocast'] = bf16(decode_windows)
+        parts[f'CLIP image fwd+bwd, {cutn} views, bf16 autocast'] = bf16(clip_views)
+        parts[f'CLIP image fwd only, {cutn} views, bf16 autocast'] = bf16(clip_views_forward)
     out = {}
     for name, fn in parts.items():
         wall, cpu = _best(fn)
         out[name] = {'wall': wall, 'cpu': cpu}
         print(f'  {name:58s} wall {wall:7.2f} s   CPU {cpu:7.2f} s', flush=True)
     return out
+
+
+def forward_only_fraction(geometry: Geometry, cutn: int, steps: int) -> float:
+    """Share of the default method's views that read only the kept picture (CLIP forward only, no backward)."""
+    views = EvenCutouts(DefaultSettings(cutn=cutn).cutout_settings())
+    generator = torch.Generator().manual_seed(SEED)
+    canvas = torch.zeros(1, 3, geometry.height, geometry.width)
+    inside = [inside_box(views.sample(canvas, [generator])[1], geometry, canvas.shape[-2:]) for _ in range(steps)]
+    return float(torch.cat(inside).float().mean())
+
+
+def bf16_agreement(models: Models, geometry: Geometry, cutn: int) -> dict[str, float]:
+    """One real default step with autocast off and on, same views: how far apart are the gradients on the sides?
+
+    The gradients are read in an optimizer pre-step hook, so this is `run_default`'s own step.
+    Adam's first update is ≈ lr·sign(gradient), so the sign agreement says how many side
+    latent entries move the same way.
+    """
+    grads: dict[str, torch.Tensor] = {}
+    losses: dict[str, float] = {}
+    for name, amp in (('fp32', False), ('bf16', True)):
+
+        def grab(optimizer: torch.optim.Optimizer, args: object, kwargs: object, name: str = name) -> None:
+            grads[name] = torch.cat([p.grad.flatten() for group in optimizer.param_groups for p in group['params']])
+
+        handle = register_optimizer_step_pre_hook(grab)
+        try:
+            item = DefaultItem(models.source, models.tokens, PROMPT, SEED)
+            out = run_default(models.vqgan, models.clip, [item], geometry, DefaultSettings(steps=1, cutn=cutn, amp=amp))
+        finally:
+            handle.remove()
+        losses[name] = out.losses[0][0]
+    a, b = grads['fp32'].double(), grads['bf16'].double()
+    return {
+        'cosine': float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
+        'relative_l2': float((a - b).norm() / a.norm()),
+        'sign_agreement': float((torch.sign(a) == torch.sign(b)).double().mean()),
+        'sign_agreement_weighted': float(((torch.sign(a) == torch.sign(b)).double() * a.abs()).sum() / a.abs().sum()),
+        'loss_fp32': losses['fp32'],
+        'loss_bf16': losses['bf16'],
+    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -314,8 +385,8 @@ def summarise(variant: Variant) -> dict[str, float]:
         'step_wall_min': min(walls) if walls else float('nan'),
         'step_cpu': step_cpu,
         'step_cpu_min': min(cpus) if cpus else float('nan'),
-        'setup_wall': max(0.0, _median([r['first_wall'] for r in runs]) - step_wall),
-        'setup_cpu': max(0.0, _median([r['first_cpu'] for r in runs]) - step_cpu),
+        'setup_wall': max(0.0, min(r['first_wall'] for r in runs) - step_wall),
+        'setup_cpu': max(0.0, min(r['first_cpu'] for r in runs) - step_cpu),
         'final_wall': _median([r['final_wall'] for r in runs]),
         'final_cpu': _median([r['final_cpu'] for r in runs]),
         'peak_gb': max(r['peak_gb'] for r in runs),
@@ -374,6 +445,15 @@ def main() -> None:
     if args.profile:
         print(f'\nprofile: one step at {args.cutn} views, by component (min of 2 after a warm-up)')
         profiled = profile(models, geometry, args.cutn)
+        if native_bf16_cpu() and not cuda:
+            agreement = bf16_agreement(models, geometry, args.cutn)
+            profiled['bf16_agreement'] = agreement
+            print(
+                f'  bf16 vs fp32, one default step, gradient on the sides: cosine {agreement["cosine"]:.4f}, '
+                f'relative L2 {agreement["relative_l2"]:.3f}, same sign {agreement["sign_agreement"]:.3f} '
+                f'({agreement["sign_agreement_weighted"]:.3f} weighted by |g|); '
+                f'loss {agreement["loss_fp32"]:.5f} vs {agreement["loss_bf16"]:.5f}'
+            )
 
     classic_defaults, default_defaults = ClassicSettings(), DefaultSettings()
     variants = [
@@ -467,6 +547,9 @@ def main() -> None:
             f'mean {c["band_mean"]:.3f} (centre {c["centre_mean"]:.3f}); least-seen band column ≈ '
             f'{c["band_min"] * views:.1f} views/step, {c["band_min"] * views * steps:.0f} per expansion'
         )
+    forward_only = forward_only_fraction(geometry, args.cutn, COVERAGE_STEPS // 4)
+    checks['forward_only_views'] = forward_only
+    print(f'  default views that read only the kept picture (CLIP forward only): {forward_only:.1%}')
     even = cover['default']['min'] / cover['default']['max']
     checks['even_coverage'] = even >= 0.5
     print(f'  default coverage min/max {even:.2f} (even: ≥ 0.5)  {"PASS" if even >= 0.5 else "FAIL"}')
