@@ -20,3 +20,15 @@ def bot_errors() -> Iterator[object]:
 def bot_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data dir for every bot end-to-end test: the tiny weights and JAX's compile cache are made once."""
     return tmp_path_factory.mktemp('edalle-bot-data')
+
+
+@pytest.fixture(autouse=True)
+def torch_grad_mode_on() -> Iterator[None]:
+    """min-dalle (a test oracle) turns torch's gradients off for the whole process when it is imported;
+    later tests that backpropagate (CLIP, the VQGAN, the expander) must not depend on test order."""
+    import sys
+
+    torch = sys.modules.get('torch')
+    if torch is not None:
+        torch.set_grad_enabled(True)
+    yield
