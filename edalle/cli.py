@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,12 +241,9 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _add_worker_parser(commands: Any) -> None:
+    from edalle.worker.main import add_worker_arguments
+
     worker = commands.add_parser('worker', help='run the GPU worker: claim jobs from the queue and run them')
-    try:
-        from edalle.worker.main import add_worker_arguments
-    except ImportError:
-        worker.set_defaults(handler=_missing('edalle.worker'))
-        return
     add_worker_arguments(worker)
     worker.set_defaults(handler=_run_worker)
 
@@ -258,12 +255,9 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _add_bot_parser(commands: Any) -> None:
+    from bot.launcher import add_bot_arguments
+
     bot = commands.add_parser('bot', help='run the Discord bot (and a supervised worker)')
-    try:
-        from bot.launcher import add_bot_arguments
-    except ImportError:
-        bot.set_defaults(handler=_missing('bot'))
-        return
     add_bot_arguments(bot)
     bot.set_defaults(handler=_run_bot)
 
@@ -272,13 +266,6 @@ def _run_bot(args: argparse.Namespace) -> int:
     from bot.launcher import run_bot
 
     return int(run_bot(args) or 0)
-
-
-def _missing(module: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        raise UserError(f'{module} is not part of this build yet.')
-
-    return handler
 
 
 if __name__ == '__main__':
