@@ -104,6 +104,12 @@ def day_bounds(now: float) -> tuple[float, float]:
     return start, start + DAY_SECONDS
 
 
+def require_limit(key: str, why: str = '') -> None:
+    """Refuse a setting key that is not a limit (blocked words, channels and roles are not numbers)."""
+    if key not in SETTING_SPECS or not SETTING_SPECS[key].is_limit:
+        raise InvalidSetting(f'{key!r} is not a limit{why}.')
+
+
 def validate_setting(key: str, value: Any) -> Any:
     """Check and normalise one value; `None` means "back to the default". Raises `InvalidSetting`."""
     spec = SETTING_SPECS.get(key)

@@ -41,13 +41,13 @@ from edalle import errors
 from edalle.db import Migration, load_migrations
 from edalle.jobs.limits import (
     BOT_WIDE,
-    SETTING_SPECS,
     GuildSettings,
     Limits,
     Quota,
     apply_layers,
     day_bounds,
     find_blocked_word,
+    require_limit,
     settings_from_layers,
     validate_setting,
 )
@@ -437,16 +437,14 @@ class PostgresJobStore:
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
     ) -> None:
         """`set_setting` restricted to limits."""
-        if key not in SETTING_SPECS or not SETTING_SPECS[key].is_limit:
-            raise errors.InvalidSetting(f'{key!r} is not a limit.')
+        require_limit(key)
         await self.set_setting(guild_id, key, value, actor_id=actor_id, reason=reason)
 
     async def set_override(
         self, guild_id: int, user_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
     ) -> None:
         """Override one limit for one user in a guild (0: everywhere); None removes the override."""
-        if key not in SETTING_SPECS or not SETTING_SPECS[key].is_limit:
-            raise errors.InvalidSetting(f'{key!r} is not a limit, so it cannot be set per user.')
+        require_limit(key, ', so it cannot be set per user')
         value = validate_setting(key, value)
         now = self._now()
         async with self._transaction() as conn:
