@@ -46,14 +46,14 @@ def run_ours(model: str, device: str, counts: list[int], dtype_name: str) -> dic
 
     from edalle.config import BART_CONFIGS, VQGAN_CONFIGS
     from edalle.models.bart import init_params
-    from edalle.models.sampling import SamplingSettings, generate_image_tokens
+    from edalle.models.sampling import SamplingSettings, generate_image_tokens, prepare_sampler
     from edalle.models.vqgan import VQGAN
 
     config = BART_CONFIGS[model]
     started = time.perf_counter()
     params = jax.device_put(init_params(config, seed=0))
-    if dtype_name != 'float32':  # keep weights in the compute type, as a GPU deployment would
-        params = jax.tree_util.tree_map(lambda x: x.astype(dtype_name), params)
+    weights = prepare_sampler(params, config, jnp.dtype(dtype_name))  # what Engine.load does once
+    del params
     vqgan = VQGAN.random(VQGAN_CONFIGS['f16_16384'], seed=0).to(device).eval()
     setup = time.perf_counter() - started
 
@@ -70,8 +70,7 @@ def run_ours(model: str, device: str, counts: list[int], dtype_name: str) -> dic
     def generate(n: int) -> tuple[float, float]:
         seeds = np.arange(SEED, SEED + n)
         t0 = time.perf_counter()
-        dtype = jnp.dtype(dtype_name)
-        tokens = generate_image_tokens(params, config, text, mask, uncond, uncond_mask, seeds, n, settings, dtype)
+        tokens = generate_image_tokens(weights, config, text, mask, uncond, uncond_mask, seeds, n, settings)
         t1 = time.perf_counter()
         with torch.inference_mode():
             codes = torch.from_numpy(tokens.reshape(n, 16, 16).astype(np.int64)).to(device)

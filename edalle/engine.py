@@ -104,6 +104,15 @@ def load_bart(preset: Preset, data_dir: Path) -> tuple[Any, Any]:
     return config, bart_checkpoint.load_params(directory / 'flax_model.msgpack', config)
 
 
+def prepare_sampler_for(config: Any, params: Any, dtype: str) -> Any:
+    """The sampler's copy of the DalleBart weights (`sampling.prepare_sampler`), in `dtype`."""
+    import jax.numpy as jnp
+
+    from edalle.models.sampling import prepare_sampler
+
+    return prepare_sampler(params, config, jnp.dtype(dtype))
+
+
 def load_vqgan_for(preset: Preset, data_dir: Path, device: str = 'cpu') -> VQGAN:
     from edalle.models.vqgan_checkpoint import load_vqgan
 
@@ -131,7 +140,7 @@ class Engine:
         data_dir: Path,
         tokenizer: TextTokenizer,
         bart_config: Any,
-        bart_params: Any,
+        sampler_weights: Any,
         vqgan: VQGAN,
         clip: ClipModel,
         device: str,
@@ -141,7 +150,7 @@ class Engine:
         self.data_dir = data_dir
         self.tokenizer = tokenizer
         self.bart_config = bart_config
-        self.bart_params = bart_params
+        self.sampler_weights = sampler_weights  # sampling.SamplerWeights, in the compute dtype
         self.vqgan = vqgan
         self.clip = clip
         self.device = device
@@ -173,9 +182,11 @@ class Engine:
         dtype = dtype or ('float32' if device == 'cpu' else 'bfloat16')
         tokenizer = load_tokenizer(chosen, root)
         bart_config, bart_params = load_bart(chosen, root)
+        sampler_weights = prepare_sampler_for(bart_config, bart_params, dtype)
+        del bart_params  # the prepared copy replaces it: one set of weights in memory
         vqgan = load_vqgan_for(chosen, root, device)
         clip = load_clip(chosen, root, device)
-        return cls(chosen, root, tokenizer, bart_config, bart_params, vqgan, clip, device, dtype)
+        return cls(chosen, root, tokenizer, bart_config, sampler_weights, vqgan, clip, device, dtype)
 
     # ----------------------------------------------------------------------- imagine
 
@@ -237,8 +248,6 @@ class Engine:
 
     def _sample(self, prompts: list[Any], seeds: list[int], counts: list[int], report: Progress) -> list[np.ndarray]:
         """Token grids per request, (n, 256) each. Requests with equal n go in one compiled call."""
-        import jax.numpy as jnp
-
         from edalle.models.sampling import SamplingSettings, generate_image_tokens
 
         out: list[np.ndarray | None] = [None] * len(prompts)
@@ -249,7 +258,7 @@ class Engine:
             uncond = prompts[members[0]].unconditional
             candidate_seeds = np.array([[seeds[i] + j for j in range(n)] for i in members], dtype=np.int64)
             tokens = generate_image_tokens(
-                self.bart_params,
+                self.sampler_weights,
                 self.bart_config,
                 text_ids,
                 text_mask,
@@ -258,7 +267,6 @@ class Engine:
                 candidate_seeds,
                 n,
                 SamplingSettings(),
-                dtype=jnp.dtype(self.dtype),
                 codebook_count=self.vqgan.codebook.shape[0],
                 progress=lambda done, total: report('sample', done, total, None),
             )

@@ -17,6 +17,7 @@ from edalle.models.sampling import (
     bucket_size,
     filtered_logits,
     generate_image_tokens,
+    prepare_sampler,
     sample_loop,
     superconditioned_logits,
 )
@@ -123,8 +124,10 @@ def tiny() -> dict:
         text_ids[row, :length] = [0, *rng.integers(3, CONFIG.encoder_vocab_size, length - 2), 2]
     uncond_ids = np.full(CONFIG.max_text_length, CONFIG.pad_token_id, np.int32)
     uncond_ids[:2] = [0, 2]
+    params = init_params(CONFIG, seed=0)
     return dict(
-        params=init_params(CONFIG, seed=0),
+        params=params,
+        weights=prepare_sampler(params, CONFIG),
         text_ids=text_ids,
         text_mask=(text_ids != CONFIG.pad_token_id).astype(np.int32),
         uncond_ids=uncond_ids,
@@ -134,7 +137,7 @@ def tiny() -> dict:
 
 def generate(tiny: dict, rows: slice, seeds, candidate_count: int, **kwargs) -> np.ndarray:
     return generate_image_tokens(
-        tiny['params'],
+        tiny['weights'],
         CONFIG,
         tiny['text_ids'][rows],
         tiny['text_mask'][rows],

@@ -6,10 +6,10 @@ layers stacked by `nn.scan` (leading layer axis). The math follows dalle-mini's 
 with its published switches (ln_positions='normformer', use_glu, no biases, exact gelu,
 absolute positions, final LN without scale); min-dalle's torch modules are the test oracle.
 
-The decoder runs in two modes: teacher forcing over T tokens (tests, init) and one token at
-a time against a preallocated key/value cache, with the cross-attention keys and values
-computed once per prompt (`cross_attention_kv`). References: dalle-mini `modeling.py`,
-kuprel/min-dalle `dalle_bart_{encoder,decoder}.py`, NormFormer (arXiv 2110.09456).
+The decoder here runs over a whole token sequence (teacher forcing: tests, init). Sampling
+runs the same math one token at a time in `bart_decode`, which is tested against this one.
+References: dalle-mini `modeling.py`, kuprel/min-dalle `dalle_bart_{encoder,decoder}.py`,
+NormFormer (arXiv 2110.09456).
 """
 
 from __future__ import annotations
@@ -25,17 +25,13 @@ import numpy as np
 from edalle.config import BartConfig
 
 Dtype = Any
-KV = tuple[jax.Array, jax.Array]  # keys, values: (B, T, H, C) each, or (L, B, T, H, C) stacked
+KV = tuple[jax.Array, jax.Array]  # keys, values: (B, T, H, C) each
 INIT = nn.initializers.normal(0.02)  # published init_std is 0.01; 0.02 gives livelier random logits
 MASKED = float(np.finfo(np.float32).min)  # replaces (never adds to) masked scores: no -inf, no NaN
 
 
 class Attention(nn.Module):
-    """Multi-head attention without biases; a softmax over several key/value parts at once.
-
-    Taking a list of (keys, values, mask) parts lets a decode step attend to the cache and to
-    its own new key without concatenating (copying) the whole cache every step.
-    """
+    """Multi-head attention without biases."""
 
     config: BartConfig
     head_count: int
@@ -51,21 +47,14 @@ class Attention(nn.Module):
     def project_kv(self, x: jax.Array) -> KV:
         return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
-    def __call__(self, x: jax.Array, parts: list[tuple[jax.Array, jax.Array, jax.Array]]) -> jax.Array:
+    def __call__(self, x: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
+        """x (B, Tq, D) attends to keys/values (B, Tk, H, C); mask broadcasts as (B|1, 1, Tq|1, Tk)."""
         q = self.split_heads(self.q_proj(x))  # (B, Tq, H, C)
         q = q * q.shape[-1] ** -0.5
         # scores in float32: float16 compute would overflow long before the softmax
-        scores = [
-            jnp.where(mask, jnp.einsum('bqhc,bkhc->bhqk', q, k, preferred_element_type=jnp.float32), MASKED)
-            for k, _, mask in parts
-        ]  # (B, H, Tq, Tk) each; masks broadcast as (B|1, 1, Tq|1, Tk)
-        peak = jnp.max(jnp.stack([s.max(-1) for s in scores]), axis=0)[..., None]  # (B, H, Tq, 1)
-        weights = [jnp.exp(s - peak) for s in scores]
-        total = sum(w.sum(-1, keepdims=True) for w in weights)
-        out = sum(
-            jnp.einsum('bhqk,bkhc->bqhc', (w / total).astype(self.dtype), v)
-            for w, (_, v, _) in zip(weights, parts, strict=True)
-        )  # (B, Tq, H, C)
+        scores = jnp.einsum('bqhc,bkhc->bhqk', q, keys, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(jnp.where(mask, scores, MASKED), axis=-1).astype(self.dtype)
+        out = jnp.einsum('bhqk,bkhc->bqhc', weights, values)  # (B, Tq, H, C)
         return self.out_proj(out.reshape(out.shape[:2] + (-1,)))  # (B, Tq, D)
 
 
@@ -99,7 +88,7 @@ class EncoderLayer(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, None]:
         attn = Attention(self.config, self.config.encoder_attention_heads, self.dtype, name='FlaxBartAttention_0')
         h = layer_norm(self.dtype, 'LayerNorm_0', is_scaled=False)(x)
-        h = attn(h, [(*attn.project_kv(h), mask)])
+        h = attn(h, *attn.project_kv(h), mask)
         x = x + layer_norm(self.dtype, 'LayerNorm_1')(h)
         x = x + GLU(self.config, self.config.encoder_ffn_dim, self.dtype, name='GLU_0')(x)
         return x, None
@@ -110,37 +99,23 @@ class DecoderLayer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self,
-        x: jax.Array,  # (B, T, D), tokens at positions index .. index + T - 1
-        cache: KV | None,  # (B, S, H, C) keys/values of positions < index, or None
-        cross_kv: KV | None,  # (B, Te, H, C) precomputed, or None to project encoder_state here
-        encoder_state: jax.Array | None,  # (B, Te, D)
-        encoder_mask: jax.Array,  # (B, 1, 1, Te) bool
-        index: jax.Array,  # () int32
-    ) -> tuple[jax.Array, KV]:
+    def __call__(self, x: jax.Array, encoder_state: jax.Array, encoder_mask: jax.Array) -> tuple[jax.Array, None]:
+        """x (B, T, D) image tokens at positions 0 … T-1; encoder_mask (B, 1, 1, Te) bool."""
         heads = self.config.decoder_attention_heads
         self_attn = Attention(self.config, heads, self.dtype, name='FlaxBartAttention_0')
         cross_attn = Attention(self.config, heads, self.dtype, name='FlaxBartAttention_1')
         token_count = x.shape[1]
 
         h = layer_norm(self.dtype, 'LayerNorm_0', is_scaled=False)(x)
-        kv = self_attn.project_kv(h)
         causal = jnp.tril(jnp.ones((token_count, token_count), bool))[None, None]  # (1, 1, T, T)
-        parts = [(*kv, causal)]
-        if cache is not None:
-            is_written = jnp.arange(cache[0].shape[1]) < index  # (S,)
-            parts.insert(0, (*cache, is_written[None, None, None, :]))
-        h = self_attn(h, parts)
+        h = self_attn(h, *self_attn.project_kv(h), causal)
         x = x + layer_norm(self.dtype, 'LayerNorm_1')(h)
 
         h = layer_norm(self.dtype, 'LayerNorm_2', is_scaled=False)(x)
-        if cross_kv is None:
-            cross_kv = cross_attn.project_kv(encoder_state)
-        h = cross_attn(h, [(*cross_kv, encoder_mask)])
+        h = cross_attn(h, *cross_attn.project_kv(encoder_state), encoder_mask)
         x = x + layer_norm(self.dtype, 'LayerNorm_3')(h)
         x = x + GLU(self.config, self.config.decoder_ffn_dim, self.dtype, name='GLU_0')(x)
-        return x, kv
+        return x, None
 
 
 def scanned(layer: type[nn.Module], in_axes: tuple, length: int) -> type[nn.Module]:
@@ -163,12 +138,10 @@ class DecoderLayers(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cache, cross_kv, encoder_state, encoder_mask, index) -> tuple[jax.Array, KV]:
-        in_axes = (0, 0, nn.broadcast, nn.broadcast, nn.broadcast)  # cache and cross_kv carry a layer axis
-        stack = scanned(DecoderLayer, in_axes, self.config.decoder_layers)
-        return stack(self.config, self.dtype, name='FlaxBartDecoderLayers')(
-            x, cache, cross_kv, encoder_state, encoder_mask, index
-        )  # (B, T, D), new keys/values (L, B, T, H, C)
+    def __call__(self, x: jax.Array, encoder_state: jax.Array, encoder_mask: jax.Array) -> jax.Array:
+        stack = scanned(DecoderLayer, (nn.broadcast, nn.broadcast), self.config.decoder_layers)
+        x, _ = stack(self.config, self.dtype, name='FlaxBartDecoderLayers')(x, encoder_state, encoder_mask)
+        return x
 
 
 class Encoder(nn.Module):
@@ -201,12 +174,11 @@ class Decoder(nn.Module):
         self.layers = DecoderLayers(c, self.dtype)
         self.final_ln = nn.LayerNorm(epsilon=1e-5, use_scale=False, dtype=self.dtype)
 
-    def __call__(self, image_ids, index, cache, cross_kv, encoder_state, encoder_mask) -> tuple[jax.Array, KV]:
-        positions = index + jnp.arange(image_ids.shape[1])
+    def __call__(self, image_ids: jax.Array, encoder_state: jax.Array, encoder_mask: jax.Array) -> jax.Array:
+        positions = jnp.arange(image_ids.shape[1])
         x = self.layernorm_embedding(self.embed_tokens(image_ids) + self.embed_positions(positions))  # (B, T, D)
-        mask = encoder_mask.astype(bool)[:, None, None, :]
-        x, kv = self.layers(x, cache, cross_kv, encoder_state, mask, index)
-        return self.final_ln(x), kv
+        x = self.layers(x, encoder_state, encoder_mask.astype(bool)[:, None, None, :])
+        return self.final_ln(x)
 
 
 class BartModel(nn.Module):
@@ -231,16 +203,12 @@ class DalleBart(nn.Module):
     def encode(self, text_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         return self.model.encoder(text_ids, attention_mask)  # (B, Te, D)
 
-    def decode(
-        self, image_ids, index, cache=None, cross_kv=None, encoder_state=None, encoder_mask=None
-    ) -> tuple[jax.Array, KV]:
-        """Logits (B, T, V+1) for `image_ids` (B, T) at positions index…; new keys/values (L, B, T, H, C)."""
-        x, kv = self.model.decoder(image_ids, index, cache, cross_kv, encoder_state, encoder_mask)
-        return self.lm_head(x), kv
+    def decode(self, image_ids: jax.Array, encoder_state: jax.Array, encoder_mask: jax.Array) -> jax.Array:
+        """Logits (B, T, V+1) for `image_ids` (B, T) at positions 0 … T-1, causally masked."""
+        return self.lm_head(self.model.decoder(image_ids, encoder_state, encoder_mask))
 
     def __call__(self, text_ids, attention_mask, image_ids) -> jax.Array:
-        encoder_state = self.encode(text_ids, attention_mask)
-        return self.decode(image_ids, 0, encoder_state=encoder_state, encoder_mask=attention_mask)[0]
+        return self.decode(image_ids, self.encode(text_ids, attention_mask), attention_mask)
 
 
 def init_params(config: BartConfig, seed: int = 0) -> dict:
@@ -263,21 +231,4 @@ def teacher_forced_logits(
 ) -> jax.Array:
     """Logits (B, T, V+1) for a whole image token sequence (start token first), causally masked."""
     module = DalleBart(config, dtype)
-    kwargs = dict(encoder_state=encoder_state, encoder_mask=encoder_mask)
-    return module.apply({'params': params}, image_ids, 0, method=DalleBart.decode, **kwargs)[0]
-
-
-def cross_attention_kv(params: dict, config: BartConfig, encoder_state, dtype: Dtype = jnp.float32) -> KV:
-    """Every decoder layer's cross-attention keys and values (L, B, Te, H, C), computed once per prompt.
-
-    They are the same for all 256 steps, so one batched einsum replaces 256 × L projections.
-    """
-    attn = params['model']['decoder']['layers']['FlaxBartDecoderLayers']['FlaxBartAttention_1']
-    state = encoder_state.astype(dtype)
-    heads = config.decoder_attention_heads
-
-    def project(kernel: jax.Array) -> jax.Array:  # kernel (L, D, D)
-        out = jnp.einsum('btd,lde->lbte', state, kernel.astype(dtype))  # (L, B, Te, D)
-        return out.reshape(out.shape[:3] + (heads, -1))  # (L, B, Te, H, C)
-
-    return project(attn['k_proj']['kernel']), project(attn['v_proj']['kernel'])
+    return module.apply({'params': params}, image_ids, encoder_state, encoder_mask, method=DalleBart.decode)
