@@ -106,7 +106,10 @@ def test_batch_items_are_independent(models: tuple[VQGAN, ClipModel]) -> None:
     batch = run_default(vqgan, clip, items, geometry, settings)
     alone = run_default(vqgan, clip, items[1:], geometry, settings)
     assert len(batch.images) == 2 and len(batch.losses) == 2
-    assert batch.losses[1][0] == pytest.approx(alone.losses[0][0], abs=1e-4)
+    # Not bit-equal: batched convolutions round differently, which can flip a near-tie in the
+    # codebook search (seen: 4.6e-4). A leak is larger: the other item's prompt moves this loss
+    # by 7e-2, the other item's seed by 3e-3.
+    assert batch.losses[1][0] == pytest.approx(alone.losses[0][0], abs=1e-3)
 
 
 def test_progress_previews_and_cancel(models: tuple[VQGAN, ClipModel]) -> None:

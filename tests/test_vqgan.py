@@ -206,7 +206,8 @@ def test_decode_tokens_clamps_but_decode_latents_does_not(vqgan_tiny):
         unclamped = vqgan_tiny.decode_latents(vqgan_tiny.embed_tokens(indices))
     assert raw.min() < 0 or raw.max() > 1
     assert clamped.min() >= 0 and clamped.max() <= 1
-    assert torch.equal(clamped, unclamped.clamp(0, 1))
+    # equal up to float rounding: decode_tokens runs the convolutions channels-last on CPU
+    torch.testing.assert_close(clamped, unclamped.clamp(0, 1), rtol=0, atol=1e-5)
 
 
 def test_decode_latents_carries_gradients(vqgan_tiny):
