@@ -33,28 +33,22 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from edalle import errors
 from edalle.db import Migration, load_migrations
+from edalle.jobs import transactions as tx
 from edalle.jobs.limits import (
-    BOT_WIDE,
     GuildSettings,
     Limits,
     Quota,
-    apply_layers,
-    day_bounds,
-    find_blocked_word,
     require_limit,
-    settings_from_layers,
     validate_setting,
 )
 from edalle.jobs.ranking import ACTIVE_RANKED, FAIR_ORDER
 from edalle.jobs.store import (
-    EXPAND,
-    IMAGINE,
     Ack,
     Admission,
     AuditEntry,
@@ -69,29 +63,24 @@ from edalle.jobs.store import (
     Progress,
     SweepReport,
     WorkerCaps,
-    upload_source,
 )
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+T = TypeVar('T')
 
 MIGRATIONS_DIR = Path(__file__).parent.parent / 'migrations' / 'postgres'
 MIGRATION_LOCK = 0x6564_616C  # 'edal': one advisory lock id for "migrating", whoever starts first
 USER_LOCK = 0x7573_6572  # 'user': advisory lock namespace for one user's admission checks
 CHANNEL = 'edalle_jobs'
 
-DAILY_LIMIT_OF_KIND = {IMAGINE: 'daily_imagines', EXPAND: 'daily_expands'}
 RECENT_RUNS_FOR_ETA = 50
 WORKER_ONLINE_SECONDS = 90.0
 WORKER_FORGET_SECONDS = 3_600.0
 CLAIM_TRIES = 5  # rounds in which every pick was held by other claimers before a claim gives up for now
 CLAIM_WINDOW = 64  # fair-order candidates a claim may lock from: others' locked rows are skipped, not waited for
 CLOCK_RESYNC_SECONDS = 60.0
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(',', ':'))
 
 
 _NAMED = re.compile(r'(?<![:\w]):([A-Za-z_]\w*)')
@@ -322,116 +311,45 @@ class PostgresJobStore:
     def _now(self) -> float:
         return float(self._clock())
 
+    async def _run(self, conn: asyncpg.Connection, transaction: tx.Tx[T]) -> T:
+        """Drive one of `transactions`' generators on this connection (inside the caller's transaction)."""
+        result: Any = None
+        while True:
+            try:
+                statement = transaction.send(result)
+            except StopIteration as done:
+                return done.value
+            if statement.returns == 'one':
+                result = await self._one(conn, statement.query, statement.params)
+            elif statement.returns == 'all':
+                result = await self._all(conn, statement.query, statement.params)
+            else:
+                result = await self._execute(conn, statement.query, statement.params)
+
+    async def _write_tx(self, transaction: tx.Tx[T]) -> T:
+        async with self._transaction() as conn:
+            return await self._run(conn, transaction)
+
+    async def _read_tx(self, transaction: tx.Tx[T]) -> T:
+        async with self._reading() as conn:
+            return await self._run(conn, transaction)
+
     # ---- settings --------------------------------------------------------------------------------
-
-    async def _layers(self, conn: asyncpg.Connection, query: str, guild_id: int, **params: Any) -> list[dict[str, Any]]:
-        rows = await self._all(conn, query, {**params, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
-        layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
-        for row in rows:
-            layers[row['guild_id']][row['key']] = json.loads(row['value'])
-        return [layers[BOT_WIDE]] + ([layers[guild_id]] if guild_id != BOT_WIDE else [])
-
-    async def _settings_and_limits(
-        self, conn: asyncpg.Connection, guild_id: int | None, user_id: int | None
-    ) -> tuple[GuildSettings, Limits]:
-        gid = guild_id or BOT_WIDE
-        query = 'SELECT guild_id, key, value FROM guild_settings WHERE guild_id IN (:bot_wide, :guild_id)'
-        settings = settings_from_layers(gid, await self._layers(conn, query, gid))
-        if user_id is None:
-            return settings, settings.limits
-        query = """
-            SELECT guild_id, key, value FROM user_overrides
-            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id)
-        """
-        return settings, apply_layers(settings.limits, await self._layers(conn, query, gid, user_id=user_id))
-
-    async def _active_ban(self, conn: asyncpg.Connection, guild_id: int | None, user_id: int, now: float) -> Ban | None:
-        query = """
-            SELECT * FROM user_bans
-            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id) AND (until IS NULL OR until > :now)
-            ORDER BY guild_id
-            LIMIT 1
-        """
-        params = {'user_id': user_id, 'bot_wide': BOT_WIDE, 'guild_id': guild_id or BOT_WIDE, 'now': now}
-        row = await self._one(conn, query, params)
-        return None if row is None else Ban(**{k: row[k] for k in Ban.__slots__})  # type: ignore[attr-defined]
+    # The transactions themselves live in `transactions`, shared with SqliteJobStore.
 
     async def get_settings(self, guild_id: int | None) -> GuildSettings:
-        async with self._reading() as conn:
-            settings, _ = await self._settings_and_limits(conn, guild_id, None)
-        return settings
+        return (await self._read_tx(tx.settings_and_limits(guild_id, None)))[0]
 
     async def get_limits(self, guild_id: int | None, user_id: int | None = None) -> Limits:
-        async with self._reading() as conn:
-            _, limits = await self._settings_and_limits(conn, guild_id, user_id)
-        return limits
-
-    async def _audit(
-        self,
-        conn: asyncpg.Connection,
-        *,
-        guild_id: int,
-        actor_id: int | None,
-        action: str,
-        target_user_id: int | None = None,
-        key: str | None = None,
-        old_value: Any = None,
-        new_value: Any = None,
-        reason: str | None = None,
-        now: float,
-    ) -> None:
-        query = """
-            INSERT INTO admin_actions
-                (guild_id, actor_id, action, target_user_id, key, old_value, new_value, reason, created_at)
-            VALUES (:guild_id, :actor_id, :action, :target_user_id, :key, :old_value, :new_value, :reason, :now)
-        """
-        params = {
-            'guild_id': guild_id,
-            'actor_id': actor_id,
-            'action': action,
-            'target_user_id': target_user_id,
-            'key': key,
-            'old_value': None if old_value is None else _dumps(old_value),
-            'new_value': None if new_value is None else _dumps(new_value),
-            'reason': reason,
-            'now': now,
-        }
-        await self._execute(conn, query, params)
+        return (await self._read_tx(tx.settings_and_limits(guild_id, user_id)))[1]
 
     async def set_setting(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
     ) -> None:
         """Set a guild setting; None resets it. guild_id 0 is the bot-wide layer. Audited."""
         value = validate_setting(key, value)
-        now = self._now()
-        async with self._transaction() as conn:
-            # The row lock makes the audit's old value the one this change really replaced.
-            query = 'SELECT value FROM guild_settings WHERE guild_id = :guild_id AND key = :key FOR UPDATE'
-            row = await self._one(conn, query, {'guild_id': guild_id, 'key': key})
-            old = None if row is None else json.loads(row['value'])
-            if value is None:
-                query = 'DELETE FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
-                await self._execute(conn, query, {'guild_id': guild_id, 'key': key})
-            else:
-                query = """
-                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
-                    VALUES (:guild_id, :key, :value, :now, :actor_id)
-                    ON CONFLICT (guild_id, key) DO UPDATE
-                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-                """
-                params = {'guild_id': guild_id, 'key': key, 'value': _dumps(value), 'now': now, 'actor_id': actor_id}
-                await self._execute(conn, query, params)
-            await self._audit(
-                conn,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action='set_setting',
-                key=key,
-                old_value=old,
-                new_value=value,
-                reason=reason,
-                now=now,
-            )
+        change = tx.set_setting(tx.POSTGRES, guild_id, key, value, actor_id=actor_id, reason=reason, now=self._now())
+        await self._write_tx(change)
 
     async def set_limit(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
@@ -447,192 +365,29 @@ class PostgresJobStore:
         require_limit(key, ', so it cannot be set per user')
         value = validate_setting(key, value)
         now = self._now()
-        async with self._transaction() as conn:
-            query = """
-                SELECT value FROM user_overrides
-                WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key
-                FOR UPDATE
-            """
-            row = await self._one(conn, query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
-            old = None if row is None else json.loads(row['value'])
-            if value is None:
-                query = 'DELETE FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
-                await self._execute(conn, query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
-            else:
-                query = """
-                    INSERT INTO user_overrides (guild_id, user_id, key, value, updated_at, updated_by)
-                    VALUES (:guild_id, :user_id, :key, :value, :now, :actor_id)
-                    ON CONFLICT (guild_id, user_id, key) DO UPDATE
-                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-                """
-                params = {
-                    'guild_id': guild_id,
-                    'user_id': user_id,
-                    'key': key,
-                    'value': _dumps(value),
-                    'now': now,
-                    'actor_id': actor_id,
-                }
-                await self._execute(conn, query, params)
-            await self._audit(
-                conn,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action='set_override',
-                target_user_id=user_id,
-                key=key,
-                old_value=old,
-                new_value=value,
-                reason=reason,
-                now=now,
-            )
+        change = tx.set_override(tx.POSTGRES, guild_id, user_id, key, value, actor_id=actor_id, reason=reason, now=now)
+        await self._write_tx(change)
 
     async def ban(
         self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None, until: float | None = None
     ) -> None:
         """Refuse this user's new jobs in the guild (0: everywhere), until `until` or an unban."""
-        now = self._now()
-        async with self._transaction() as conn:
-            query = """
-                INSERT INTO user_bans (guild_id, user_id, reason, until, banned_by, banned_at)
-                VALUES (:guild_id, :user_id, :reason, :until, :actor_id, :now)
-                ON CONFLICT (guild_id, user_id) DO UPDATE
-                SET reason = excluded.reason, until = excluded.until, banned_by = excluded.banned_by,
-                    banned_at = excluded.banned_at
-            """
-            params = {
-                'guild_id': guild_id,
-                'user_id': user_id,
-                'reason': reason,
-                'until': None if until is None else float(until),
-                'actor_id': actor_id,
-                'now': now,
-            }
-            await self._execute(conn, query, params)
-            await self._audit(
-                conn,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action='ban',
-                target_user_id=user_id,
-                new_value={'until': until},
-                reason=reason,
-                now=now,
-            )
+        await self._write_tx(tx.ban(guild_id, user_id, actor_id=actor_id, reason=reason, until=until, now=self._now()))
 
     async def unban(self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None) -> bool:
-        now = self._now()
-        async with self._transaction() as conn:
-            query = 'DELETE FROM user_bans WHERE guild_id = :guild_id AND user_id = :user_id'
-            removed = await self._execute(conn, query, {'guild_id': guild_id, 'user_id': user_id}) > 0
-            if removed:
-                await self._audit(
-                    conn,
-                    guild_id=guild_id,
-                    actor_id=actor_id,
-                    action='unban',
-                    target_user_id=user_id,
-                    reason=reason,
-                    now=now,
-                )
-        return removed
+        return await self._write_tx(tx.unban(guild_id, user_id, actor_id=actor_id, reason=reason, now=self._now()))
 
     async def get_ban(self, guild_id: int | None, user_id: int) -> Ban | None:
-        async with self._reading() as conn:
-            return await self._active_ban(conn, guild_id, user_id, self._now())
+        return await self._read_tx(tx.active_ban(guild_id, user_id, self._now()))
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's admin changes, newest first."""
-        query = 'SELECT * FROM admin_actions WHERE guild_id = :guild_id ORDER BY id DESC LIMIT :limit'
-        async with self._reading() as conn:
-            rows = await self._all(conn, query, {'guild_id': guild_id, 'limit': limit})
-        return [AuditEntry.from_row(row) for row in rows]
+        return await self._read_tx(tx.audit_log(guild_id, limit))
 
     # ---- bot side --------------------------------------------------------------------------------
 
-    async def _quota(self, conn: asyncpg.Connection, user_id: int, limits: Limits, now: float) -> Quota:
-        """Counted from the job rows: today's queued, running and succeeded jobs, so failures give back."""
-        day_start, day_end = day_bounds(now)
-        query = """
-            SELECT kind, count(*) AS used FROM jobs
-            WHERE user_id = :user_id AND created_at >= :day_start AND created_at < :day_end
-              AND status IN ('queued', 'running', 'succeeded')
-            GROUP BY kind
-        """
-        rows = await self._all(conn, query, {'user_id': user_id, 'day_start': day_start, 'day_end': day_end})
-        used = {row['kind']: row['used'] for row in rows}
-        return Quota(
-            imagines_used=used.get(IMAGINE, 0),
-            imagines_limit=limits.daily_imagines,
-            expands_used=used.get(EXPAND, 0),
-            expands_limit=limits.daily_expands,
-            resets_at=day_end,
-        )
-
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
-        now = self._now()
-        async with self._reading() as conn:
-            _, limits = await self._settings_and_limits(conn, guild_id, user_id)
-            return await self._quota(conn, user_id, limits, now)
-
-    async def _check_admission(
-        self, conn: asyncpg.Connection, request: JobRequest, settings: GuildSettings, limits: Limits, now: float
-    ) -> Quota:
-        """Raise the first limit the request breaks; order: who, where, what, then how much.
-
-        Runs under the user's advisory lock (see `enqueue`), so the per-user counts cannot change under it.
-        """
-        ban = await self._active_ban(conn, request.guild_id, request.user_id, now)
-        if ban is not None:
-            raise errors.Banned(ban.reason, ban.until)
-        if not settings.channel_allowed(request.channel_id):
-            raise errors.ChannelNotAllowed()
-        prompt = request.payload.get('prompt')
-        if prompt and find_blocked_word(str(prompt), settings.blocked_words):
-            raise errors.PromptRejected()
-        if request.kind == IMAGINE and int(request.payload.get('n') or 1) > limits.candidates_per_imagine:
-            raise errors.RequestTooLarge('candidates per imagine', limits.candidates_per_imagine)
-        if request.kind == EXPAND:
-            if (request.payload.get('steps') or 0) > limits.expand_steps:
-                raise errors.RequestTooLarge('expand steps', limits.expand_steps)
-            await self._check_parent(conn, request)
-
-        quota = await self._quota(conn, request.user_id, limits, now)
-        if request.kind in DAILY_LIMIT_OF_KIND:
-            used, limit = (
-                (quota.imagines_used, quota.imagines_limit)
-                if request.kind == IMAGINE
-                else (quota.expands_used, quota.expands_limit)
-            )
-            if used >= limit:
-                raise errors.QuotaExceeded(request.kind, limit, quota.resets_at, now)
-
-        query = "SELECT count(*) AS n FROM jobs WHERE user_id = :user_id AND status IN ('queued', 'running')"
-        pending = (await self._one(conn, query, {'user_id': request.user_id}))['n']
-        if pending >= limits.pending_per_user:
-            raise errors.TooManyPending(limits.pending_per_user)
-        query = 'SELECT max(created_at) AS last_at FROM jobs WHERE user_id = :user_id'
-        last_at = (await self._one(conn, query, {'user_id': request.user_id}))['last_at']
-        if last_at is not None and now - last_at < limits.cooldown_seconds:
-            raise errors.CooldownActive(limits.cooldown_seconds - (now - last_at))
-
-        row = await self._one(conn, "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
-        if row['n'] >= limits.queue_cap:
-            raise errors.QueueFull(limits.queue_cap)
-        return quota
-
-    async def _check_parent(self, conn: asyncpg.Connection, request: JobRequest) -> None:
-        if upload_source(request) is not None:
-            return  # a member's own picture: the bot checked and stored it before enqueueing
-        if request.parent_job_id is None or request.parent_index is None:
-            raise errors.InvalidParent()
-        query = 'SELECT kind, status, result FROM jobs WHERE id = :job_id'
-        row = await self._one(conn, query, {'job_id': request.parent_job_id})
-        if row is None or row['kind'] != IMAGINE or row['status'] != JobStatus.SUCCEEDED.value:
-            raise errors.InvalidParent()
-        candidates = (json.loads(row['result']) or {}).get('candidates', [])
-        if not any(c.get('index') == request.parent_index for c in candidates):
-            raise errors.InvalidParent(f'Job #{request.parent_job_id} has no candidate {request.parent_index + 1}.')
+        return await self._read_tx(tx.user_quota(guild_id, user_id, self._now()))
 
     async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission:
         """Check every limit and insert the job in one transaction; raise an `AdmissionRefused` error if refused.
@@ -645,40 +400,8 @@ class PostgresJobStore:
         now = self._now()
         async with self._transaction() as conn:
             await conn.execute('SELECT pg_advisory_xact_lock($1, $2)', USER_LOCK, _user_lock_key(request.user_id))
-            settings, limits = await self._settings_and_limits(conn, request.guild_id, request.user_id)
-            row = None
-            if request.request_key is not None:
-                query = 'SELECT * FROM jobs WHERE request_key = :request_key'
-                row = await self._one(conn, query, {'request_key': request.request_key})
-            created = row is None
-            if created:
-                if fit is not None:
-                    request = fit(request, settings, limits)
-                await self._check_admission(conn, request, settings, limits, now)
-                query = """
-                    INSERT INTO jobs (kind, user_id, guild_id, channel_id, request_key, parent_job_id, parent_index,
-                                      compat_key, payload, priority, available_at, max_attempts, created_at)
-                    VALUES (:kind, :user_id, :guild_id, :channel_id, :request_key, :parent_job_id, :parent_index,
-                            :compat_key, :payload, :priority, :now, :max_attempts, :now)
-                    RETURNING *
-                """
-                params = {
-                    'kind': request.kind,
-                    'user_id': request.user_id,
-                    'guild_id': request.guild_id,
-                    'channel_id': request.channel_id,
-                    'request_key': request.request_key,
-                    'parent_job_id': request.parent_job_id,
-                    'parent_index': request.parent_index,
-                    'compat_key': request.compat_key,
-                    'payload': _dumps(dict(request.payload)),
-                    'priority': request.priority,
-                    'max_attempts': request.max_attempts or self.max_attempts,
-                    'now': now,
-                }
-                row = await self._one(conn, query, params)
-            job = Job.from_row(row)
-            quota = await self._quota(conn, request.user_id, limits, now)
+            admit = tx.admit(tx.POSTGRES, request, fit, max_attempts=self.max_attempts, now=now)
+            job, created, quota = await self._run(conn, admit)
         async with self._reading() as conn:
             position = await self._position(conn, job, now)
         return Admission(job, created, position.ahead, position.eta_seconds, quota)
@@ -824,7 +547,7 @@ class PostgresJobStore:
                 INSERT INTO workers (id, info, started_at, seen_at) VALUES (:worker_id, :info, :now, :now)
                 ON CONFLICT (id) DO UPDATE SET info = excluded.info, seen_at = excluded.seen_at
             """
-            await self._execute(conn, query, {'worker_id': worker_id, 'info': _dumps(dict(info)), 'now': now})
+            await self._execute(conn, query, {'worker_id': worker_id, 'info': tx.dumps(dict(info)), 'now': now})
 
     async def unregister_worker(self, worker_id: str) -> None:
         async with self._transaction() as conn:
@@ -1023,7 +746,7 @@ class PostgresJobStore:
             """
             params = {
                 **self._fence_params(lease),
-                'result': _dumps(dict(result)),
+                'result': tx.dumps(dict(result)),
                 'run_seconds': float(run_seconds),
                 'now': now,
             }

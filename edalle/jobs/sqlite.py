@@ -36,22 +36,16 @@ import aiosqlite
 
 from edalle import errors
 from edalle.db import connect
+from edalle.jobs import transactions as tx
 from edalle.jobs.limits import (
-    BOT_WIDE,
     GuildSettings,
     Limits,
     Quota,
-    apply_layers,
-    day_bounds,
-    find_blocked_word,
     require_limit,
-    settings_from_layers,
     validate_setting,
 )
 from edalle.jobs.ranking import ACTIVE_RANKED, pick_batch_query
 from edalle.jobs.store import (
-    EXPAND,
-    IMAGINE,
     Ack,
     Admission,
     AuditEntry,
@@ -66,7 +60,6 @@ from edalle.jobs.store import (
     Progress,
     SweepReport,
     WorkerCaps,
-    upload_source,
 )
 
 log = logging.getLogger(__name__)
@@ -75,15 +68,10 @@ Clock = Callable[[], float]
 T = TypeVar('T')
 U = TypeVar('U')
 
-DAILY_LIMIT_OF_KIND = {IMAGINE: 'daily_imagines', EXPAND: 'daily_expands'}
 RECENT_RUNS_FOR_ETA = 50
 WORKER_ONLINE_SECONDS = 90.0  # a worker heard from this recently counts as online
 WORKER_FORGET_SECONDS = 3_600.0
 CLAIM_TRIES = 5  # picks lost to other workers before a claim gives up for now
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(',', ':'))
 
 
 class SqliteJobStore:
@@ -143,6 +131,13 @@ class SqliteJobStore:
 
         return await self._conn._execute(both)
 
+    async def _write_tx(self, transaction: tx.Tx[T]) -> T:
+        """One of `transactions`' generators, driven as one write transaction on the thread."""
+        return await self._write(partial(tx.run, transaction=transaction))
+
+    async def _read_tx(self, transaction: tx.Tx[T]) -> T:
+        return await self._read(partial(tx.run, transaction=transaction))
+
     def _run_transaction(self, begin: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """On aiosqlite's thread: BEGIN, body, COMMIT; ROLLBACK on any error. Never leaves a transaction open."""
         conn = self._conn._conn
@@ -174,83 +169,13 @@ class SqliteJobStore:
         return Job.from_row(row)
 
     # ---- settings --------------------------------------------------------------------------------
-
-    def _layers(self, conn: sqlite3.Connection, query: str, guild_id: int, **params: Any) -> list[dict[str, Any]]:
-        """Rows (guild_id, key, value) of the bot-wide layer and the guild's, as [bot-wide, guild] dicts."""
-        rows = self._all(conn, query, {**params, 'bot_wide': BOT_WIDE, 'guild_id': guild_id})
-        layers: dict[int, dict[str, Any]] = {BOT_WIDE: {}, guild_id: {}}
-        for row in rows:
-            layers[row['guild_id']][row['key']] = json.loads(row['value'])
-        return [layers[BOT_WIDE]] + ([layers[guild_id]] if guild_id != BOT_WIDE else [])
-
-    def _settings_and_limits(
-        self, conn: sqlite3.Connection, guild_id: int | None, user_id: int | None
-    ) -> tuple[GuildSettings, Limits]:
-        gid = guild_id or BOT_WIDE
-        query = 'SELECT guild_id, key, value FROM guild_settings WHERE guild_id IN (:bot_wide, :guild_id)'
-        settings = settings_from_layers(gid, self._layers(conn, query, gid))
-        if user_id is None:
-            return settings, settings.limits
-        query = """
-            SELECT guild_id, key, value FROM user_overrides
-            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id)
-        """
-        return settings, apply_layers(settings.limits, self._layers(conn, query, gid, user_id=user_id))
-
-    def _active_ban(self, conn: sqlite3.Connection, guild_id: int | None, user_id: int, now: float) -> Ban | None:
-        query = """
-            SELECT * FROM user_bans
-            WHERE user_id = :user_id AND guild_id IN (:bot_wide, :guild_id) AND (until IS NULL OR until > :now)
-            ORDER BY guild_id
-            LIMIT 1
-        """
-        params = {'user_id': user_id, 'bot_wide': BOT_WIDE, 'guild_id': guild_id or BOT_WIDE, 'now': now}
-        row = self._one(conn, query, params)
-        return None if row is None else Ban(**{k: row[k] for k in Ban.__slots__})  # type: ignore[attr-defined]
+    # The transactions themselves live in `transactions`, shared with PostgresJobStore.
 
     async def get_settings(self, guild_id: int | None) -> GuildSettings:
-        def body(conn: sqlite3.Connection) -> GuildSettings:
-            return self._settings_and_limits(conn, guild_id, None)[0]
-
-        return await self._read(body)
+        return (await self._read_tx(tx.settings_and_limits(guild_id, None)))[0]
 
     async def get_limits(self, guild_id: int | None, user_id: int | None = None) -> Limits:
-        def body(conn: sqlite3.Connection) -> Limits:
-            return self._settings_and_limits(conn, guild_id, user_id)[1]
-
-        return await self._read(body)
-
-    def _audit(
-        self,
-        conn: sqlite3.Connection,
-        *,
-        guild_id: int,
-        actor_id: int | None,
-        action: str,
-        target_user_id: int | None = None,
-        key: str | None = None,
-        old_value: Any = None,
-        new_value: Any = None,
-        reason: str | None = None,
-        now: float,
-    ) -> None:
-        query = """
-            INSERT INTO admin_actions
-                (guild_id, actor_id, action, target_user_id, key, old_value, new_value, reason, created_at)
-            VALUES (:guild_id, :actor_id, :action, :target_user_id, :key, :old_value, :new_value, :reason, :now)
-        """
-        params = {
-            'guild_id': guild_id,
-            'actor_id': actor_id,
-            'action': action,
-            'target_user_id': target_user_id,
-            'key': key,
-            'old_value': None if old_value is None else _dumps(old_value),
-            'new_value': None if new_value is None else _dumps(new_value),
-            'reason': reason,
-            'now': now,
-        }
-        conn.execute(query, params)
+        return (await self._read_tx(tx.settings_and_limits(guild_id, user_id)))[1]
 
     async def set_setting(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
@@ -260,37 +185,8 @@ class SqliteJobStore:
         guild_id 0 sets the bot-wide value beneath every guild's. The change is written to the audit log.
         """
         value = validate_setting(key, value)
-        now = self._clock()
-
-        def body(conn: sqlite3.Connection) -> None:
-            query = 'SELECT value FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
-            row = self._one(conn, query, {'guild_id': guild_id, 'key': key})
-            old = None if row is None else json.loads(row['value'])
-            if value is None:
-                query = 'DELETE FROM guild_settings WHERE guild_id = :guild_id AND key = :key'
-                conn.execute(query, {'guild_id': guild_id, 'key': key})
-            else:
-                query = """
-                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
-                    VALUES (:guild_id, :key, :value, :now, :actor_id)
-                    ON CONFLICT (guild_id, key) DO UPDATE
-                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-                """
-                params = {'guild_id': guild_id, 'key': key, 'value': _dumps(value), 'now': now, 'actor_id': actor_id}
-                conn.execute(query, params)
-            self._audit(
-                conn,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action='set_setting',
-                key=key,
-                old_value=old,
-                new_value=value,
-                reason=reason,
-                now=now,
-            )
-
-        await self._write(body)
+        change = tx.set_setting(tx.SQLITE, guild_id, key, value, actor_id=actor_id, reason=reason, now=self._clock())
+        await self._write_tx(change)
 
     async def set_limit(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
@@ -306,208 +202,33 @@ class SqliteJobStore:
         require_limit(key, ', so it cannot be set per user')
         value = validate_setting(key, value)
         now = self._clock()
-
-        def body(conn: sqlite3.Connection) -> None:
-            query = 'SELECT value FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
-            row = self._one(conn, query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
-            old = None if row is None else json.loads(row['value'])
-            if value is None:
-                query = 'DELETE FROM user_overrides WHERE guild_id = :guild_id AND user_id = :user_id AND key = :key'
-                conn.execute(query, {'guild_id': guild_id, 'user_id': user_id, 'key': key})
-            else:
-                query = """
-                    INSERT INTO user_overrides (guild_id, user_id, key, value, updated_at, updated_by)
-                    VALUES (:guild_id, :user_id, :key, :value, :now, :actor_id)
-                    ON CONFLICT (guild_id, user_id, key) DO UPDATE
-                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-                """
-                params = {
-                    'guild_id': guild_id,
-                    'user_id': user_id,
-                    'key': key,
-                    'value': _dumps(value),
-                    'now': now,
-                    'actor_id': actor_id,
-                }
-                conn.execute(query, params)
-            self._audit(
-                conn,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action='set_override',
-                target_user_id=user_id,
-                key=key,
-                old_value=old,
-                new_value=value,
-                reason=reason,
-                now=now,
-            )
-
-        await self._write(body)
+        change = tx.set_override(tx.SQLITE, guild_id, user_id, key, value, actor_id=actor_id, reason=reason, now=now)
+        await self._write_tx(change)
 
     async def ban(
         self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None, until: float | None = None
     ) -> None:
         """Refuse this user's new jobs in the guild (0: everywhere), until `until` or an unban."""
-        now = self._clock()
-
-        def body(conn: sqlite3.Connection) -> None:
-            query = """
-                INSERT INTO user_bans (guild_id, user_id, reason, until, banned_by, banned_at)
-                VALUES (:guild_id, :user_id, :reason, :until, :actor_id, :now)
-                ON CONFLICT (guild_id, user_id) DO UPDATE
-                SET reason = excluded.reason, until = excluded.until, banned_by = excluded.banned_by,
-                    banned_at = excluded.banned_at
-            """
-            params = {
-                'guild_id': guild_id,
-                'user_id': user_id,
-                'reason': reason,
-                'until': until,
-                'actor_id': actor_id,
-                'now': now,
-            }
-            conn.execute(query, params)
-            self._audit(
-                conn,
-                guild_id=guild_id,
-                actor_id=actor_id,
-                action='ban',
-                target_user_id=user_id,
-                new_value={'until': until},
-                reason=reason,
-                now=now,
-            )
-
-        await self._write(body)
+        change = tx.ban(guild_id, user_id, actor_id=actor_id, reason=reason, until=until, now=self._clock())
+        await self._write_tx(change)
 
     async def unban(self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None) -> bool:
-        now = self._clock()
-
-        def body(conn: sqlite3.Connection) -> bool:
-            query = 'DELETE FROM user_bans WHERE guild_id = :guild_id AND user_id = :user_id'
-            cursor = conn.execute(query, {'guild_id': guild_id, 'user_id': user_id})
-            removed = cursor.rowcount > 0
-            if removed:
-                self._audit(
-                    conn,
-                    guild_id=guild_id,
-                    actor_id=actor_id,
-                    action='unban',
-                    target_user_id=user_id,
-                    reason=reason,
-                    now=now,
-                )
-            return removed
-
-        return await self._write(body)
+        change = tx.unban(guild_id, user_id, actor_id=actor_id, reason=reason, now=self._clock())
+        return await self._write_tx(change)
 
     async def get_ban(self, guild_id: int | None, user_id: int) -> Ban | None:
         now = self._clock()
-
-        def body(conn: sqlite3.Connection) -> Ban | None:
-            return self._active_ban(conn, guild_id, user_id, now)
-
-        return await self._read(body)
+        return await self._read_tx(tx.active_ban(guild_id, user_id, now))
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's admin changes, newest first."""
-        query = 'SELECT * FROM admin_actions WHERE guild_id = :guild_id ORDER BY id DESC LIMIT :limit'
-
-        def body(conn: sqlite3.Connection) -> list[AuditEntry]:
-            return [AuditEntry.from_row(row) for row in self._all(conn, query, {'guild_id': guild_id, 'limit': limit})]
-
-        return await self._read(body)
+        return await self._read_tx(tx.audit_log(guild_id, limit))
 
     # ---- bot side --------------------------------------------------------------------------------
 
-    def _quota(self, conn: sqlite3.Connection, user_id: int, limits: Limits, now: float) -> Quota:
-        """Counted from the job rows: today's queued, running and succeeded jobs, so failures give back."""
-        day_start, day_end = day_bounds(now)
-        query = """
-            SELECT kind, count(*) AS used FROM jobs
-            WHERE user_id = :user_id AND created_at >= :day_start AND created_at < :day_end
-              AND status IN ('queued', 'running', 'succeeded')
-            GROUP BY kind
-        """
-        rows = self._all(conn, query, {'user_id': user_id, 'day_start': day_start, 'day_end': day_end})
-        used = {row['kind']: row['used'] for row in rows}
-        return Quota(
-            imagines_used=used.get(IMAGINE, 0),
-            imagines_limit=limits.daily_imagines,
-            expands_used=used.get(EXPAND, 0),
-            expands_limit=limits.daily_expands,
-            resets_at=day_end,
-        )
-
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
         now = self._clock()
-
-        def body(conn: sqlite3.Connection) -> Quota:
-            _, limits = self._settings_and_limits(conn, guild_id, user_id)
-            return self._quota(conn, user_id, limits, now)
-
-        return await self._read(body)
-
-    def _check_admission(
-        self, conn: sqlite3.Connection, request: JobRequest, settings: GuildSettings, limits: Limits, now: float
-    ) -> Quota:
-        """Raise the first limit the request breaks; order: who, where, what, then how much."""
-        ban = self._active_ban(conn, request.guild_id, request.user_id, now)
-        if ban is not None:
-            raise errors.Banned(ban.reason, ban.until)
-        if not settings.channel_allowed(request.channel_id):
-            raise errors.ChannelNotAllowed()
-        prompt = request.payload.get('prompt')
-        if prompt and find_blocked_word(str(prompt), settings.blocked_words):
-            raise errors.PromptRejected()
-        if request.kind == IMAGINE and int(request.payload.get('n') or 1) > limits.candidates_per_imagine:
-            raise errors.RequestTooLarge('candidates per imagine', limits.candidates_per_imagine)
-        if request.kind == EXPAND:
-            if (request.payload.get('steps') or 0) > limits.expand_steps:
-                raise errors.RequestTooLarge('expand steps', limits.expand_steps)
-            self._check_parent(conn, request)
-
-        quota = self._quota(conn, request.user_id, limits, now)
-        if request.kind in DAILY_LIMIT_OF_KIND:
-            used, limit = (
-                (quota.imagines_used, quota.imagines_limit)
-                if request.kind == IMAGINE
-                else (quota.expands_used, quota.expands_limit)
-            )
-            if used >= limit:
-                raise errors.QuotaExceeded(request.kind, limit, quota.resets_at, now)
-
-        # Two index lookups (the active rows; the newest row), never a scan of the user's history.
-        query = """
-            SELECT count(*) AS n FROM jobs INDEXED BY jobs_active
-            WHERE user_id = :user_id AND status IN ('queued', 'running')
-        """
-        pending = (self._one(conn, query, {'user_id': request.user_id}))['n']
-        if pending >= limits.pending_per_user:
-            raise errors.TooManyPending(limits.pending_per_user)
-        query = 'SELECT max(created_at) AS last_at FROM jobs WHERE user_id = :user_id'
-        last_at = (self._one(conn, query, {'user_id': request.user_id}))['last_at']
-        if last_at is not None and now - last_at < limits.cooldown_seconds:
-            raise errors.CooldownActive(limits.cooldown_seconds - (now - last_at))
-
-        row = self._one(conn, "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
-        if row['n'] >= limits.queue_cap:
-            raise errors.QueueFull(limits.queue_cap)
-        return quota
-
-    def _check_parent(self, conn: sqlite3.Connection, request: JobRequest) -> None:
-        if upload_source(request) is not None:
-            return  # a member's own picture: the bot checked and stored it before enqueueing
-        if request.parent_job_id is None or request.parent_index is None:
-            raise errors.InvalidParent()
-        query = 'SELECT kind, status, result FROM jobs WHERE id = :job_id'
-        row = self._one(conn, query, {'job_id': request.parent_job_id})
-        if row is None or row['kind'] != IMAGINE or row['status'] != JobStatus.SUCCEEDED.value:
-            raise errors.InvalidParent()
-        candidates = (json.loads(row['result']) or {}).get('candidates', [])
-        if not any(c.get('index') == request.parent_index for c in candidates):
-            raise errors.InvalidParent(f'Job #{request.parent_job_id} has no candidate {request.parent_index + 1}.')
+        return await self._read_tx(tx.user_quota(guild_id, user_id, now))
 
     async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission:
         """Check every limit and insert the job in one transaction; raise an `AdmissionRefused` error if refused.
@@ -520,40 +241,7 @@ class SqliteJobStore:
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> tuple[Job, bool, Quota]:
-            nonlocal request
-            settings, limits = self._settings_and_limits(conn, request.guild_id, request.user_id)
-            row = None
-            if request.request_key is not None:
-                query = 'SELECT * FROM jobs WHERE request_key = :request_key'
-                row = self._one(conn, query, {'request_key': request.request_key})
-            created = row is None
-            if created:
-                if fit is not None:
-                    request = fit(request, settings, limits)
-                self._check_admission(conn, request, settings, limits, now)
-                query = """
-                    INSERT INTO jobs (kind, user_id, guild_id, channel_id, request_key, parent_job_id, parent_index,
-                                      compat_key, payload, priority, available_at, max_attempts, created_at)
-                    VALUES (:kind, :user_id, :guild_id, :channel_id, :request_key, :parent_job_id, :parent_index,
-                            :compat_key, :payload, :priority, :now, :max_attempts, :now)
-                    RETURNING *
-                """
-                params = {
-                    'kind': request.kind,
-                    'user_id': request.user_id,
-                    'guild_id': request.guild_id,
-                    'channel_id': request.channel_id,
-                    'request_key': request.request_key,
-                    'parent_job_id': request.parent_job_id,
-                    'parent_index': request.parent_index,
-                    'compat_key': request.compat_key,
-                    'payload': _dumps(dict(request.payload)),
-                    'priority': request.priority,
-                    'max_attempts': request.max_attempts or self.max_attempts,
-                    'now': now,
-                }
-                row = self._one(conn, query, params)
-            return Job.from_row(row), created, self._quota(conn, request.user_id, limits, now)
+            return tx.run(conn, tx.admit(tx.SQLITE, request, fit, max_attempts=self.max_attempts, now=now))
 
         # The ranking is read after the commit (it is the costly part, and the write lock need not wait for
         # it), but in the same trip to the thread.
@@ -573,7 +261,7 @@ class SqliteJobStore:
         query = 'SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id'
 
         def body(conn: sqlite3.Connection) -> list[Job]:
-            return [Job.from_row(row) for row in self._all(conn, query, {'ids': _dumps(list(job_ids))})]
+            return [Job.from_row(row) for row in self._all(conn, query, {'ids': tx.dumps(list(job_ids))})]
 
         return await self._read(body)
 
@@ -708,7 +396,7 @@ class SqliteJobStore:
                 INSERT INTO workers (id, info, started_at, seen_at) VALUES (:worker_id, :info, :now, :now)
                 ON CONFLICT (id) DO UPDATE SET info = excluded.info, seen_at = excluded.seen_at
             """
-            conn.execute(query, {'worker_id': worker_id, 'info': _dumps(dict(info)), 'now': now})
+            conn.execute(query, {'worker_id': worker_id, 'info': tx.dumps(dict(info)), 'now': now})
 
         await self._write(body)
 
@@ -787,7 +475,7 @@ class SqliteJobStore:
                 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND available_at <= :now
                 RETURNING *
             """
-            params_update = {'worker_id': worker_id, 'lease_until': now + lease_seconds, 'now': now, 'ids': _dumps(ids)}
+            params_update = {'worker_id': worker_id, 'lease_until': now + lease_seconds, 'now': now, 'ids': tx.dumps(ids)}
             rows = self._all(conn, query, params_update)
             if rows:
                 self._seen(conn, worker_id, now)
@@ -872,7 +560,7 @@ class SqliteJobStore:
                 WHERE {self._FENCE}
                 RETURNING status
             """
-            params = {**self._fence_params(lease), 'result': _dumps(dict(result)), 'run_seconds': run_seconds, 'now': now}
+            params = {**self._fence_params(lease), 'result': tx.dumps(dict(result)), 'run_seconds': run_seconds, 'now': now}
             row = self._one(conn, query, params)
             return None if row is None else JobStatus(row['status'])
 
