@@ -134,6 +134,20 @@ def test_a_batch_never_mixes_compat_keys_nor_exceeds_the_worker_caps(backend):
     assert sorted(job.compat_key for b in batches for job in b) == ['imagine:tiny:4'] * 3 + ['imagine:tiny:9'] * 3
 
 
+def test_a_batch_takes_every_ready_job_of_its_key_up_to_the_cap(backend):
+    async def body(store, clock):
+        for user in range(6):
+            await store.enqueue(imagine(user_id=user, n=4 if user % 2 else 9))
+        await store.enqueue(JobRequest('other', 99, 10, 20, {}, 'other:thing'))
+        caps = WorkerCaps(('imagine:tiny:',), max_batch=8)
+        return [await store.claim('w', caps, LEASE) for _ in range(3)]
+
+    first, second, third = run(body, backend)
+    assert {j.compat_key for j in first} == {'imagine:tiny:9'} and len(first) == 3
+    assert {j.compat_key for j in second} == {'imagine:tiny:4'} and len(second) == 3
+    assert third == []  # the 'other' job is not this worker's kind
+
+
 def test_expand_jobs_are_claimed_one_at_a_time(backend):
     async def body(store, clock):
         parent = (await store.enqueue(imagine(user_id=1))).job
