@@ -30,6 +30,11 @@ INIT = nn.initializers.normal(0.02)  # published init_std is 0.01; 0.02 gives li
 MASKED = float(np.finfo(np.float32).min)  # replaces (never adds to) masked scores: no -inf, no NaN
 
 
+def softmax_masked(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax over the last axis of float32 scores, masked entries replaced (never added to)."""
+    return jax.nn.softmax(jnp.where(mask, scores, MASKED), axis=-1)
+
+
 class Attention(nn.Module):
     """Multi-head attention without biases."""
 
@@ -53,7 +58,7 @@ class Attention(nn.Module):
         q = q * q.shape[-1] ** -0.5
         # scores in float32: float16 compute would overflow long before the softmax
         scores = jnp.einsum('bqhc,bkhc->bhqk', q, keys, preferred_element_type=jnp.float32)
-        weights = jax.nn.softmax(jnp.where(mask, scores, MASKED), axis=-1).astype(self.dtype)
+        weights = softmax_masked(scores, mask).astype(self.dtype)
         out = jnp.einsum('bhqk,bkhc->bqhc', weights, values)  # (B, Tq, H, C)
         return self.out_proj(out.reshape(out.shape[:2] + (-1,)))  # (B, Tq, D)
 

@@ -25,12 +25,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from edalle.config import BartConfig
+from edalle.models.bart import softmax_masked
 
-MASKED = float(np.finfo(np.float32).min)  # replaces masked scores, as in bart.py
 CODEBOOK_COUNT = 2**14  # VQGAN f16-16384 codes: the logits ever drawn (mega has 31 more, and the start token)
 
 
@@ -159,12 +158,6 @@ def grow_cache(cache: DecodeCache, length: int) -> DecodeCache:
     """
     pad = [(0, 0), (0, 0), (0, length - cache.keys[0].shape[2]), (0, 0)]
     return cache.replace(keys=[jnp.pad(k, pad) for k in cache.keys], values=[jnp.pad(v, pad) for v in cache.values])
-
-
-def softmax_masked(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Softmax over the last axis of float32 scores, masked entries replaced (never added to)."""
-    scores = jnp.where(mask, scores, MASKED)
-    return jax.nn.softmax(scores, axis=-1)
 
 
 def decode_step(

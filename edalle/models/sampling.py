@@ -26,7 +26,6 @@ from flax import struct
 from edalle.config import BartConfig
 from edalle.models.bart import encode
 from edalle.models.bart_decode import (
-    CODEBOOK_COUNT,
     DecodeCache,
     DecoderWeights,
     decode_step,
@@ -241,7 +240,7 @@ def generate_image_tokens(
     prompt_count, candidate_count = text_ids.shape[0], candidates_per_prompt
     row_count = prompt_count * candidate_count
     seeds = (np.asarray(seeds, np.int64).reshape(row_count) & 0xFFFFFFFF).astype(np.uint32)
-    codebook_count = codebook_count or min(CODEBOOK_COUNT, config.image_vocab_size)
+    codebook_count = codebook_count or weights.decoder.lm_head.shape[1]  # the drawable codes
 
     prompt_bucket, row_bucket = bucket_size(prompt_count + 1, PROMPT_BUCKETS), bucket_size(row_count)
     texts = np.full((prompt_bucket, config.max_text_length), config.pad_token_id, np.int32)
