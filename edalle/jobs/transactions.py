@@ -150,23 +150,36 @@ def audit(
     yield Sql(query, params, 'rowcount')
 
 
+def _replace_value(
+    dialect: Dialect, table: str, keys: dict[str, Any], value: Any, *, actor_id: int | None, now: float
+) -> Tx[Any]:
+    """Upsert `value` (or, for None, delete the row) in a layered settings table; returns the value it replaced.
+
+    `guild_settings` and `user_overrides` have the same shape: key columns, then `value` (JSON), `updated_at`
+    and `updated_by`. `table` and the key column names are this module's own, never user input.
+    """
+    match = ' AND '.join(f'{column} = :{column}' for column in keys)
+    row = yield Sql(f'SELECT value FROM {table} WHERE {match}' + dialect.lock_rows, keys)
+    if value is None:
+        yield Sql(f'DELETE FROM {table} WHERE {match}', keys, 'rowcount')
+    else:
+        columns, names = ', '.join(keys), ', '.join(f':{column}' for column in keys)
+        query = f"""
+            INSERT INTO {table} ({columns}, value, updated_at, updated_by)
+            VALUES ({names}, :value, :now, :actor_id)
+            ON CONFLICT ({columns}) DO UPDATE
+            SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+        """
+        yield Sql(query, {**keys, 'value': dumps(value), 'now': now, 'actor_id': actor_id}, 'rowcount')
+    return None if row is None else json.loads(row['value'])
+
+
 def set_setting(
     dialect: Dialect, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None, now: float
 ) -> Tx[None]:
     """Upsert (or, for None, delete) one guild setting, and audit the change. `value` is validated."""
-    where = {'guild_id': guild_id, 'key': key}
-    row = yield Sql('SELECT value FROM guild_settings WHERE guild_id = :guild_id AND key = :key' + dialect.lock_rows, where)
-    if value is None:
-        yield Sql('DELETE FROM guild_settings WHERE guild_id = :guild_id AND key = :key', where, 'rowcount')
-    else:
-        query = """
-            INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
-            VALUES (:guild_id, :key, :value, :now, :actor_id)
-            ON CONFLICT (guild_id, key) DO UPDATE
-            SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-        """
-        yield Sql(query, {**where, 'value': dumps(value), 'now': now, 'actor_id': actor_id}, 'rowcount')
-    old = None if row is None else json.loads(row['value'])
+    keys = {'guild_id': guild_id, 'key': key}
+    old = yield from _replace_value(dialect, 'guild_settings', keys, value, actor_id=actor_id, now=now)
     yield from audit(
         guild_id=guild_id,
         actor_id=actor_id,
@@ -191,20 +204,8 @@ def set_override(
     now: float,
 ) -> Tx[None]:
     """Upsert (or, for None, delete) one user's override of one limit, and audit the change."""
-    where = {'guild_id': guild_id, 'user_id': user_id, 'key': key}
-    match = 'guild_id = :guild_id AND user_id = :user_id AND key = :key'
-    row = yield Sql(f'SELECT value FROM user_overrides WHERE {match}' + dialect.lock_rows, where)
-    if value is None:
-        yield Sql(f'DELETE FROM user_overrides WHERE {match}', where, 'rowcount')
-    else:
-        query = """
-            INSERT INTO user_overrides (guild_id, user_id, key, value, updated_at, updated_by)
-            VALUES (:guild_id, :user_id, :key, :value, :now, :actor_id)
-            ON CONFLICT (guild_id, user_id, key) DO UPDATE
-            SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-        """
-        yield Sql(query, {**where, 'value': dumps(value), 'now': now, 'actor_id': actor_id}, 'rowcount')
-    old = None if row is None else json.loads(row['value'])
+    keys = {'guild_id': guild_id, 'user_id': user_id, 'key': key}
+    old = yield from _replace_value(dialect, 'user_overrides', keys, value, actor_id=actor_id, now=now)
     yield from audit(
         guild_id=guild_id,
         actor_id=actor_id,
