@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bart_weights import perturbed_params
 from flax.serialization import msgpack_serialize
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from edalle.config import BART_CONFIGS
-from edalle.models.bart import encode, init_params, teacher_forced_logits
+from edalle.models.bart import encode, teacher_forced_logits
 from edalle.models.bart_checkpoint import CheckpointMismatch, load_config, load_params, save_params, unstack_layers
 
 CONFIG = BART_CONFIGS['tiny']  # 2 + 2 layers, d 64, 4 heads, GLU 96: the full structure at toy size
@@ -28,13 +29,7 @@ TOKEN_COUNT = 24  # decoder tokens compared under teacher forcing
 
 @pytest.fixture(scope='module')
 def params() -> dict:
-    """Random weights with every LN scale and bias moved off 1 and 0, so a mis-mapped LN shows."""
-    flat = flatten_dict(init_params(CONFIG, seed=0))
-    rng = np.random.default_rng(0)
-    for path, leaf in flat.items():
-        noise = rng.normal(size=leaf.shape).astype(np.float32)
-        flat[path] = {'scale': 1 + 0.2 * noise, 'bias': 0.2 * noise}.get(path[-1], 0.1 * noise)
-    return unflatten_dict(flat)
+    return perturbed_params(CONFIG, seed=0)
 
 
 @pytest.fixture(scope='module')

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict, unflatten_dict
+from bart_weights import perturbed_params
 
 from edalle.config import BART_CONFIGS
-from edalle.models.bart import encode, init_params, teacher_forced_logits
+from edalle.models.bart import encode, teacher_forced_logits
 from edalle.models.bart_decode import decode_step, prepare_decoder, start_cache
 
 CONFIG = BART_CONFIGS['tiny']
@@ -25,13 +25,7 @@ STEPS = 40  # positions compared; the cache still spans all 256
 
 @pytest.fixture(scope='module')
 def params() -> dict:
-    """Random weights with LN scales and biases moved off 1 and 0, so a swapped norm shows."""
-    flat = flatten_dict(init_params(CONFIG, seed=1))
-    rng = np.random.default_rng(1)
-    for path, leaf in flat.items():
-        noise = rng.normal(size=leaf.shape).astype(np.float32)
-        flat[path] = {'scale': 1 + 0.2 * noise, 'bias': 0.2 * noise}.get(path[-1], 0.1 * noise)
-    return unflatten_dict(flat)
+    return perturbed_params(CONFIG, seed=1)
 
 
 @pytest.fixture(scope='module')
