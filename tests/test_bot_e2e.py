@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,13 +19,13 @@ from typing import Any
 import pytest
 from discord_fake import FakeDiscord, FakeMessage, run, running_bot, running_fake
 from discord_fake.state import image_size
+from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
 from bot.settings import Settings
-from bot.supervisor import worker_argv
 from bot.utils import custom_ids
 from edalle.grid import GAP
-from edalle.jobs import BOT_WIDE, Job, JobStatus, SqliteJobStore
+from edalle.jobs import Job, JobStatus, SqliteJobStore
 
 pytestmark = pytest.mark.slow
 RESULT_TIMEOUT = 150.0  # the first job waits for the worker to load and compile; later ones take seconds
@@ -46,27 +44,8 @@ FAST = dict(
 @pytest.fixture(scope='module')
 def worker_db(bot_data_dir: Path) -> Iterator[Path]:
     """The module's database, with a tiny worker serving it until the module ends."""
-    db = bot_data_dir / 'e2e.db'
-
-    async def prepare() -> None:
-        store = await SqliteJobStore.open(db)
-        await store.set_setting(BOT_WIDE, 'cooldown_seconds', 0, actor_id=None, reason='tests')
-        await store.set_setting(BOT_WIDE, 'expand_steps', 3, actor_id=None, reason='tests')
-        await store.close()
-
-    asyncio.run(prepare())
-    argv = worker_argv(preset='tiny', data_dir=bot_data_dir, database=db, extra=['--lease', '20', '--poll', '0.2'])
-    env = {**os.environ, 'EDALLE_LOG_LEVEL': 'WARNING'}
-    worker = subprocess.Popen(argv, env=env)
-    try:
+    with serving_tiny_worker(bot_data_dir, bot_data_dir / 'e2e.db', expand_steps=3) as db:
         yield db
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 @contextlib.asynccontextmanager

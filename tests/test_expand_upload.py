@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import struct
 import subprocess
 import sys
@@ -25,11 +24,11 @@ import pytest
 from discord_fake import FakeDiscord, FakeMessage, run, running_bot, running_fake
 from discord_fake.state import image_size
 from PIL import Image
+from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
 from bot.errors import NotAnImage
 from bot.settings import Settings
-from bot.supervisor import worker_argv
 from bot.uploads import normalize, upload_path
 from bot.utils import custom_ids
 from edalle import errors
@@ -244,26 +243,8 @@ E2E = dict(
 @pytest.fixture(scope='module')
 def upload_worker_db(bot_data_dir: Path) -> Iterator[Path]:
     """A database with a tiny worker serving it; 2 expand steps keep each job to seconds."""
-    db = bot_data_dir / 'expand-upload.db'
-
-    async def prepare() -> None:
-        store = await SqliteJobStore.open(db)
-        await store.set_setting(BOT_WIDE, 'cooldown_seconds', 0, actor_id=None, reason='tests')
-        await store.set_setting(BOT_WIDE, 'expand_steps', 2, actor_id=None, reason='tests')
-        await store.close()
-
-    asyncio.run(prepare())
-    argv = worker_argv(preset='tiny', data_dir=bot_data_dir, database=db, extra=['--lease', '20', '--poll', '0.2'])
-    worker = subprocess.Popen(argv, env={**os.environ, 'EDALLE_LOG_LEVEL': 'WARNING'})
-    try:
+    with serving_tiny_worker(bot_data_dir, bot_data_dir / 'expand-upload.db', expand_steps=2) as db:
         yield db
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 async def widened(fake: FakeDiscord, status: FakeMessage) -> tuple[FakeMessage, int]:
