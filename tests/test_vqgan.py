@@ -446,13 +446,6 @@ def test_loads_vqgan_jax_flax_msgpack(vqgan_source, tmp_path, monkeypatch, varia
     assert_same_model(model, vqgan_source)
 
 
-def test_msgpack_reader_agrees_with_flax():
-    serialization = pytest.importorskip('flax.serialization')
-    tree = {'a': {'b': np.arange(6, dtype=np.float32).reshape(2, 3)}, 'c': np.float32(2.5), 'd': 3}
-    restored = vqgan_checkpoint.msgpack_restore(serialization.msgpack_serialize(tree))
-    assert np.array_equal(restored['a']['b'], tree['a']['b']) and restored['c'] == 2.5 and restored['d'] == 3
-
-
 def test_safetensors_round_trip(vqgan_source, tmp_path):
     source = VQGAN.random(TINY_CONFIG, seed=11)
     source.load_state_dict(vqgan_source.state_dict())

@@ -18,11 +18,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.serialization import msgpack_restore, msgpack_serialize
-from flax.traverse_util import flatten_dict
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from edalle.config import BartConfig
 from edalle.models.bart import init_params
+from edalle.models.flax_msgpack import read_msgpack, write_msgpack
 
 CODECS = {'encoder': 'Encoder', 'decoder': 'Decoder'}
 UNSCANNED_KEY = re.compile(r'^(?:FlaxBart(?:Encoder|Decoder)Layer_)?(\d+)$')
@@ -43,7 +43,11 @@ def expected_shapes(config: BartConfig) -> dict[tuple[str, ...], tuple[int, ...]
 
 
 def stack_layers(params: dict) -> dict:
-    """Turn an unscanned tree (one key per layer) into the scanned one, in place of `layers`."""
+    """Turn an unscanned tree (one key per layer) into the scanned one, in place of `layers`.
+
+    One leaf name at a time: each stack is built and its per-layer leaves dropped before
+    the next, so a large checkpoint is not held twice.
+    """
     model = params.get('model', {})
     for codec, title in CODECS.items():
         layers = model.get(codec, {}).get('layers')
@@ -52,8 +56,19 @@ def stack_layers(params: dict) -> dict:
         numbered = {int(m.group(1)): value for key, value in layers.items() if (m := UNSCANNED_KEY.match(str(key)))}
         if not numbered or sorted(numbered) != list(range(len(numbered))) or len(numbered) != len(layers):
             raise CheckpointMismatch(f'model/{codec}/layers: cannot read layer keys {sorted(layers)[:4]}…')
-        stacked = [numbered[i] for i in range(len(numbered))]
-        model[codec]['layers'] = {f'FlaxBart{title}Layers': jax.tree.map(lambda *xs: np.stack(xs), *stacked)}
+        per_layer = [flatten_dict(numbered[i]) for i in range(len(numbered))]
+        numbered.clear()
+        layers.clear()  # `per_layer` now holds the only references to the layer leaves
+        stacked = {}
+        for path in list(per_layer[0]):
+            try:
+                stacked[path] = np.stack([leaves.pop(path) for leaves in per_layer])
+            except KeyError:
+                raise CheckpointMismatch(f'model/{codec}/layers: {"/".join(path)} is missing from some layers') from None
+        if any(per_layer):
+            extra = next(path for leaves in per_layer for path in leaves)
+            raise CheckpointMismatch(f'model/{codec}/layers: {"/".join(extra)} is missing from layer 0')
+        model[codec]['layers'] = {f'FlaxBart{title}Layers': unflatten_dict(stacked)}
     return params
 
 
@@ -83,28 +98,35 @@ def check_params(params: dict, config: BartConfig) -> None:
         raise CheckpointMismatch(f'{"/".join(unexpected[0])}: not part of a DalleBart with this config')
 
 
+def read_params(path: str | Path, config: BartConfig) -> dict:
+    """Params from a `flax_model.msgpack` (scanned or unscanned) as numpy arrays, checked against `config`.
+
+    The file is streamed (`flax_msgpack.read_msgpack`), so host memory peaks near one copy
+    of the weights; `sampling.prepare_sampler(..., release=True)` keeps it there.
+    """
+    params = stack_layers(read_msgpack(path))
+    check_params(params, config)
+    return params
+
+
 def load_params(path: str | Path, config: BartConfig, dtype: Any = None) -> dict:
-    """Params from a `flax_model.msgpack` (scanned or unscanned), checked against `config`.
+    """`read_params` as jax arrays on the default device.
 
     Leaves keep their stored dtype (mega-1-fp16 stores float16) unless `dtype` is given,
     in which case floating leaves are cast to it.
     """
-    params = stack_layers(msgpack_restore(Path(path).read_bytes()))
-    check_params(params, config)
 
     def to_device(leaf: np.ndarray) -> jax.Array:
         is_float = np.issubdtype(leaf.dtype, np.floating) or leaf.dtype == jnp.bfloat16
         return jnp.asarray(leaf, dtype if dtype is not None and is_float else None)
 
-    return jax.tree.map(to_device, params)
+    return jax.tree.map(to_device, read_params(path, config))
 
 
 def save_params(params: dict, path: str | Path, *, scanned: bool = True) -> None:
-    """Write params as a published-style `flax_model.msgpack`, atomically (temp file + rename)."""
-    tree = jax.tree.map(np.asarray, params)
-    if not scanned:
-        tree = unstack_layers(tree)
+    """Write params as a published-style `flax_model.msgpack`, atomically (temp file + rename), one leaf at a time."""
+    tree = params if scanned else unstack_layers(jax.tree.map(np.asarray, params))
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(msgpack_serialize(tree))
+    write_msgpack(tree, tmp)
     os.replace(tmp, path)

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from edalle.config import VQGANConfig
+from edalle.models.flax_msgpack import read_msgpack
 from edalle.models.vqgan import PIXEL_RANGES, VQGAN, PixelRange
 
 SAFETENSORS_NAME = 'model.safetensors'
@@ -233,7 +234,7 @@ _FLAX_LIST_ENTRY = re.compile(r'^(down|up|block|attn)_(\d+)$')
 
 def read_flax(path: Path) -> tuple[VQGANConfig, StateDict]:
     """`flax_model.msgpack` (+ `config.json` beside it) -> our config and state dict."""
-    tree = msgpack_restore(path.read_bytes())
+    tree = read_msgpack(path)
     while isinstance(tree, dict) and len(tree) == 1 and next(iter(tree)) in ('params', 'model'):
         tree = next(iter(tree.values()))  # tolerate a {'params': ...} or base-model-prefix wrapper
     state = flax_to_torch(tree)
@@ -285,49 +286,6 @@ def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tupl
         else:
             out.append(((*prefix, str(key)), value))
     return out
-
-
-def msgpack_restore(data: bytes) -> Any:
-    """Decode flax.serialization's msgpack without importing jax in the torch process.
-
-    Format (flax `serialization.py`): arrays are ext type 1 holding msgpack
-    `(shape, dtype name, C-order bytes)`, numpy scalars ext type 3 (same payload), complex
-    numbers ext type 2; arrays over flax's chunk limit are dicts marked
-    `__msgpack_chunked_array__` with `shape` and `chunks` as {'0': ..., '1': ...}.
-    """
-    import msgpack
-
-    def array_from(payload: bytes) -> np.ndarray:
-        shape, dtype_name, buffer = msgpack.unpackb(payload, raw=True)
-        name = dtype_name.decode() if isinstance(dtype_name, bytes) else dtype_name
-        if name == 'bfloat16':
-            import ml_dtypes  # shipped with jax; numpy has no bfloat16
-
-            dtype = np.dtype(ml_dtypes.bfloat16)
-        else:
-            dtype = np.dtype(name)
-        return np.frombuffer(buffer, dtype=dtype).reshape(shape)
-
-    def ext_hook(code: int, payload: bytes) -> Any:
-        if code == 1:
-            return array_from(payload)
-        if code == 2:
-            real, imag = msgpack.unpackb(payload)
-            return complex(real, imag)
-        if code == 3:
-            return array_from(payload)[()]
-        return msgpack.ExtType(code, payload)
-
-    def unchunk(node: Any) -> Any:
-        if not isinstance(node, dict):
-            return node
-        if '__msgpack_chunked_array__' in node:
-            chunks = node['chunks']
-            shape = tuple(node['shape'][str(i)] for i in range(len(node['shape'])))
-            return np.concatenate([chunks[str(i)] for i in range(len(chunks))]).reshape(shape)
-        return {k: unchunk(v) for k, v in node.items()}
-
-    return unchunk(msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False))
 
 
 # --------------------------------------------------------------------------- taming last.ckpt
