@@ -2,7 +2,9 @@
 
 Both sides get the published sizes with random weights (compute does not depend on weight
 values), the same prompt length, 256 image tokens, super-conditioning with the same scale,
-the same top-k, and a VQGAN decode of every candidate. Each side runs in its own child
+the same top-k, and a VQGAN decode of every candidate. Ours are first written as a
+checkpoint in the published layout (float32, scanned), then loaded the way `Engine.load` loads them,
+so our peak memory includes loading. Each side runs in its own child
 process so its peak memory is its own; the parent prints the ratios.
 
     python bench/generation.py                       # mini, CPU, 1 and 9 candidates
@@ -35,25 +37,45 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def run_ours(model: str, device: str, counts: list[int], dtype_name: str) -> dict[str, Any]:
+def write_checkpoint(model: str, path: str) -> None:
+    """A scanned float32 `flax_model.msgpack` of random weights, like the presets' files (mini-1, dalle-mega).
+
+    Built leaf by leaf from the shapes and written streaming, so mega needs about one copy in memory.
+    """
+    import jax
+    import numpy as np
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    from edalle.config import BART_CONFIGS
+    from edalle.models.bart import init_params
+    from edalle.models.bart_checkpoint import save_params
+
+    rng = np.random.default_rng(0)
+    leaves = {}
+    for key, leaf in flatten_dict(jax.eval_shape(lambda: init_params(BART_CONFIGS[model], seed=0))).items():
+        values = 0.02 * rng.standard_normal(leaf.shape, np.float32)
+        leaves[key] = values + 1 if key[-1] == 'scale' else values
+    save_params(unflatten_dict(leaves), path)
+
+
+def run_ours(model: str, device: str, counts: list[int], dtype_name: str, checkpoint: str) -> dict[str, Any]:
     if device == 'cpu':
         os.environ['JAX_PLATFORMS'] = 'cpu'
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import torch
 
     from edalle.config import BART_CONFIGS, VQGAN_CONFIGS
-    from edalle.models.bart import init_params
-    from edalle.models.sampling import SamplingSettings, generate_image_tokens, prepare_sampler
+    from edalle.engine import prepare_sampler_for
+    from edalle.models.bart_checkpoint import read_params
+    from edalle.models.sampling import SamplingSettings, generate_image_tokens
     from edalle.models.vqgan import VQGAN
 
     config = BART_CONFIGS[model]
     started = time.perf_counter()
-    params = jax.device_put(init_params(config, seed=0))
-    weights = prepare_sampler(params, config, jnp.dtype(dtype_name))  # what Engine.load does once
-    del params
+    # what Engine.load does: stream the checkpoint to host arrays, then hand them over to the sampler's copy
+    weights = prepare_sampler_for(config, read_params(checkpoint, config), dtype_name)
     vqgan = VQGAN.random(VQGAN_CONFIGS['f16_16384'], seed=0).to(device).eval()
     setup = time.perf_counter() - started
 
@@ -164,9 +186,9 @@ def run_min_dalle(model: str, device: str, counts: list[int], dtype_name: str) -
     return out
 
 
-def child(side: str, args: argparse.Namespace, counts: str, dtype: str, cache: str) -> dict[str, Any]:
+def child(side: str, args: argparse.Namespace, counts: str, dtype: str, cache: str, checkpoint: str) -> dict[str, Any]:
     command = [sys.executable, __file__, '--side', side, '--model', args.model, '--device', args.device]
-    command += ['--counts', counts, '--dtype', dtype, '--min-dalle-dtype', dtype]
+    command += ['--counts', counts, '--dtype', dtype, '--min-dalle-dtype', dtype, '--checkpoint', checkpoint]
     env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': cache}
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
@@ -185,12 +207,16 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=2, help='sides alternate A B A B; the best round of each counts')
     parser.add_argument('--dtype', default=None, help='edalle compute dtype (default float32 on CPU, bfloat16 on GPU)')
     parser.add_argument('--min-dalle-dtype', default=None, help='min-dalle dtype (default float32 on CPU, float16 on GPU)')
-    parser.add_argument('--side', choices=('edalle', 'min-dalle'), help=argparse.SUPPRESS)
+    parser.add_argument('--side', choices=('edalle', 'min-dalle', 'checkpoint'), help=argparse.SUPPRESS)
+    parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
     parser.add_argument('--json', action='store_true', help='print the raw results as JSON too')
     args = parser.parse_args()
     ours_dtype = args.dtype or ('float32' if args.device == 'cpu' else 'bfloat16')
     theirs_dtype = args.min_dalle_dtype or ('float32' if args.device == 'cpu' else 'float16')
 
+    if args.side == 'checkpoint':
+        write_checkpoint(args.model, args.checkpoint)
+        return
     if args.side:  # child process: one side, results as JSON on the last line
         if args.side == 'edalle':
             cache = os.environ.get('JAX_COMPILATION_CACHE_DIR')
@@ -199,23 +225,34 @@ def main() -> None:
 
                 jax.config.update('jax_compilation_cache_dir', cache)
                 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-            result = run_ours(args.model, args.device, [int(c) for c in args.counts.split(',')], args.dtype)
+            counts = [int(c) for c in args.counts.split(',')]
+            result = run_ours(args.model, args.device, counts, args.dtype, args.checkpoint)
         else:
             result = run_min_dalle(args.model, args.device, [int(c) for c in args.counts.split(',')], args.min_dalle_dtype)
         print(json.dumps(result))
         return
 
+    import shutil
     import tempfile
 
     cache = tempfile.mkdtemp(prefix='edalle-bench-jax-')  # cold in round 1: its first call is a real compile
+    scratch = tempfile.mkdtemp(prefix='edalle-bench-weights-')
+    checkpoint = os.path.join(scratch, 'flax_model.msgpack')
     rounds: list[dict[str, Any]] = []
-    for _ in range(args.rounds):  # alternate, so load from other processes hits both sides alike
-        rounds.append(
-            {
-                'edalle': child('edalle', args, args.counts, ours_dtype, cache),
-                'min-dalle': child('min-dalle', args, args.min_dalle_counts, theirs_dtype, cache),
-            }
-        )
+    try:
+        write = [sys.executable, __file__, '--side', 'checkpoint', '--model', args.model, '--checkpoint', checkpoint]
+        if subprocess.run(write, check=False).returncode != 0:
+            sys.exit('writing the random-weight checkpoint failed')
+        for _ in range(args.rounds):  # alternate, so load from other processes hits both sides alike
+            rounds.append(
+                {
+                    'edalle': child('edalle', args, args.counts, ours_dtype, cache, checkpoint),
+                    'min-dalle': child('min-dalle', args, args.min_dalle_counts, theirs_dtype, cache, checkpoint),
+                }
+            )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
 
     def best(side: str, n: str, key: str) -> float:
         return min(r[side]['runs'][n][key] for r in rounds)

@@ -96,21 +96,24 @@ def load_tokenizer(preset: Preset, data_dir: Path) -> TextTokenizer:
 
 
 def load_bart(preset: Preset, data_dir: Path) -> tuple[Any, Any]:
-    """(config, params) of the preset's DalleBart, read from its `config.json` + msgpack."""
+    """(config, params) of the preset's DalleBart, read from its `config.json` + msgpack (numpy, host memory)."""
     from edalle.models import bart_checkpoint
 
     directory = preset.dalle.path(models_dir(data_dir))
     config = bart_checkpoint.load_config(directory)
-    return config, bart_checkpoint.load_params(directory / 'flax_model.msgpack', config)
+    return config, bart_checkpoint.read_params(directory / 'flax_model.msgpack', config)
 
 
 def prepare_sampler_for(config: Any, params: Any, dtype: str) -> Any:
-    """The sampler's copy of the DalleBart weights (`sampling.prepare_sampler`), in `dtype`."""
+    """The sampler's copy of the DalleBart weights (`sampling.prepare_sampler`), in `dtype`.
+
+    It empties `params` as it goes (`release`), so the weights are in memory once at a time.
+    """
     import jax.numpy as jnp
 
     from edalle.models.sampling import prepare_sampler
 
-    return prepare_sampler(params, config, jnp.dtype(dtype))
+    return prepare_sampler(params, config, jnp.dtype(dtype), release=True)
 
 
 def load_vqgan_for(preset: Preset, data_dir: Path, device: str = 'cpu') -> VQGAN:
@@ -183,7 +186,6 @@ class Engine:
         tokenizer = load_tokenizer(chosen, root)
         bart_config, bart_params = load_bart(chosen, root)
         sampler_weights = prepare_sampler_for(bart_config, bart_params, dtype)
-        del bart_params  # the prepared copy replaces it: one set of weights in memory
         vqgan = load_vqgan_for(chosen, root, device)
         clip = load_clip(chosen, root, device)
         return cls(chosen, root, tokenizer, bart_config, sampler_weights, vqgan, clip, device, dtype)

@@ -21,7 +21,15 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from edalle.config import BART_CONFIGS
 from edalle.models.bart import encode, teacher_forced_logits
-from edalle.models.bart_checkpoint import CheckpointMismatch, load_config, load_params, save_params, unstack_layers
+from edalle.models.bart_checkpoint import (
+    CheckpointMismatch,
+    load_config,
+    load_params,
+    read_params,
+    save_params,
+    unstack_layers,
+)
+from edalle.models.sampling import prepare_sampler
 
 CONFIG = BART_CONFIGS['tiny']  # 2 + 2 layers, d 64, 4 heads, GLU 96: the full structure at toy size
 TOKEN_COUNT = 24  # decoder tokens compared under teacher forcing
@@ -199,6 +207,30 @@ def test_fp16_file_loads_and_casts(params, tmp_path):
     assert_same_tree(load_params(tmp_path / 'fp16.msgpack', CONFIG), half)
     as_float32 = load_params(tmp_path / 'fp16.msgpack', CONFIG, dtype=jnp.float32)
     assert_same_tree(as_float32, jax.tree.map(lambda x: x.astype(np.float32), half))
+
+
+def test_unscanned_layers_that_differ_name_the_leaf(params, tmp_path):
+    tree = unstack_layers(jax.tree.map(np.asarray, params))
+    del tree['model']['decoder']['layers']['FlaxBartDecoderLayer_1']['GLU_0']['Dense_2']
+    save_params(tree, tmp_path / 'holed.msgpack')
+    with pytest.raises(CheckpointMismatch, match='model/decoder/layers: GLU_0/Dense_2/kernel is missing from some layers'):
+        read_params(tmp_path / 'holed.msgpack', CONFIG)
+
+
+@pytest.mark.parametrize('stored', [np.float32, np.float16])
+def test_prepare_with_release_gives_the_same_weights_and_keeps_no_second_copy(params, tmp_path, stored):
+    """What Engine.load does (host arrays in, `release`) equals preparing a loaded tree, and empties the tree."""
+    save_params(jax.tree.map(lambda x: np.asarray(x, stored), params), tmp_path / 'model.msgpack')
+    expected = prepare_sampler(load_params(tmp_path / 'model.msgpack', CONFIG), CONFIG, jnp.float32)
+    host = read_params(tmp_path / 'model.msgpack', CONFIG)
+    assert all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(host))
+    prepared = prepare_sampler(host, CONFIG, jnp.float32, release=True)
+    assert host == {'model': {}}  # every host array was handed over as its device copy was made
+    assert jax.tree.structure(prepared) == jax.tree.structure(expected)
+    for ours, theirs in zip(jax.tree.leaves(prepared), jax.tree.leaves(expected), strict=True):
+        assert isinstance(ours, jax.Array) and ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    assert prepared.encoder['model']['encoder']['embed_tokens']['embedding'].dtype == stored  # stored dtype kept
 
 
 def test_mismatch_names_the_key(params, tmp_path):

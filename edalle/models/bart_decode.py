@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from edalle.config import BartConfig
@@ -55,43 +56,69 @@ class DecoderWeights:
     lm_head: jax.Array  # (D, K): the columns of the K drawable codes only
 
 
-def prepare_decoder(params: dict, config: BartConfig, dtype: Any = jnp.float32) -> DecoderWeights:
-    """Per-layer, fused copies of the decoder weights in the compute dtype (norms stay float32)."""
+# DecoderLayerWeights field → the (module, projection) kernels it joins, from the scanned stack
+FUSED_KERNELS = {
+    'qkv': (('FlaxBartAttention_0', 'q_proj'), ('FlaxBartAttention_0', 'k_proj'), ('FlaxBartAttention_0', 'v_proj')),
+    'out': (('FlaxBartAttention_0', 'out_proj'),),
+    'cross_q': (('FlaxBartAttention_1', 'q_proj'),),
+    'cross_kv': (('FlaxBartAttention_1', 'k_proj'), ('FlaxBartAttention_1', 'v_proj')),
+    'cross_out': (('FlaxBartAttention_1', 'out_proj'),),
+    'glu_in': (('GLU_0', 'Dense_0'), ('GLU_0', 'Dense_1')),
+    'glu_out': (('GLU_0', 'Dense_2'),),
+}
+
+
+def prepare_decoder(params: dict, config: BartConfig, dtype: Any = jnp.float32, *, release: bool = False) -> DecoderWeights:
+    """Per-layer, fused copies of the decoder weights in the compute dtype (norms stay float32).
+
+    `params` may hold numpy or jax arrays; the copies are made on the host and then put on
+    the default device, which compiles nothing. With `release`, each scanned kernel stack
+    is removed from `params` as soon as its per-layer copies exist, and the decoder subtree
+    and lm_head once all are made, so a checkpoint just read (`bart_checkpoint.read_params`)
+    is never held twice: the peak is one copy plus the largest pair of stacks.
+    """
     decoder = params['model']['decoder']
     stack = decoder['layers']['FlaxBartDecoderLayers']
-    self_attn, cross_attn, glu = stack['FlaxBartAttention_0'], stack['FlaxBartAttention_1'], stack['GLU_0']
 
-    def kernel(*modules: dict, layer: int) -> jax.Array:
-        return jnp.concatenate([m['kernel'][layer] for m in modules], axis=1).astype(dtype)
+    fields: dict[str, list[jax.Array]] = {}
+    for field, sources in FUSED_KERNELS.items():
+        kernels = [np.asarray(stack[module][name]['kernel']) for module, name in sources]  # each (L, D_in, D_out)
+        fields[field] = [
+            on_device(np.concatenate([k[layer] for k in kernels], axis=1), dtype) for layer in range(config.decoder_layers)
+        ]
+        del kernels
+        if release:
+            for module, name in sources:
+                del stack[module][name]
 
-    def norm(layer: int) -> dict[str, jax.Array]:
-        norms = {f'ln{i}_bias': stack[f'LayerNorm_{i}']['bias'][layer] for i in range(4)}
-        norms |= {f'ln{i}_scale': stack[f'LayerNorm_{i}']['scale'][layer] for i in (1, 3)}
-        norms |= {f'glu_ln{i}_bias': glu[f'LayerNorm_{i}']['bias'][layer] for i in range(2)}
-        return {k: jnp.asarray(v, jnp.float32) for k, v in norms.items()}
+    def norms(layer: int) -> dict[str, jax.Array]:
+        attention = {f'ln{i}_bias': stack[f'LayerNorm_{i}']['bias'][layer] for i in range(4)}
+        attention |= {f'ln{i}_scale': stack[f'LayerNorm_{i}']['scale'][layer] for i in (1, 3)}
+        glu = {f'glu_ln{i}_bias': stack['GLU_0'][f'LayerNorm_{i}']['bias'][layer] for i in range(2)}
+        return {k: on_device(v, np.float32) for k, v in (attention | glu).items()}
 
     layers = [
-        DecoderLayerWeights(
-            qkv=kernel(self_attn['q_proj'], self_attn['k_proj'], self_attn['v_proj'], layer=i),
-            out=kernel(self_attn['out_proj'], layer=i),
-            cross_q=kernel(cross_attn['q_proj'], layer=i),
-            cross_kv=kernel(cross_attn['k_proj'], cross_attn['v_proj'], layer=i),
-            cross_out=kernel(cross_attn['out_proj'], layer=i),
-            glu_in=kernel(glu['Dense_0'], glu['Dense_1'], layer=i),
-            glu_out=kernel(glu['Dense_2'], layer=i),
-            norms=norm(i),
-        )
+        DecoderLayerWeights(**{field: copies[i] for field, copies in fields.items()}, norms=norms(i))
         for i in range(config.decoder_layers)
     ]
-    return DecoderWeights(
+    weights = DecoderWeights(
         layers=layers,
-        embed_tokens=jnp.asarray(decoder['embed_tokens']['embedding'], dtype),
-        embed_positions=jnp.asarray(decoder['embed_positions']['embedding'], dtype),
-        embed_norm={k: jnp.asarray(v, jnp.float32) for k, v in decoder['layernorm_embedding'].items()},
-        final_norm_bias=jnp.asarray(decoder['final_ln']['bias'], jnp.float32),
+        embed_tokens=on_device(decoder['embed_tokens']['embedding'], dtype),
+        embed_positions=on_device(decoder['embed_positions']['embedding'], dtype),
+        embed_norm={k: on_device(v, np.float32) for k, v in decoder['layernorm_embedding'].items()},
+        final_norm_bias=on_device(decoder['final_ln']['bias'], np.float32),
         # 16,384 columns instead of 16,385 (or mega's 16,416): less to read, and a better-shaped matmul
-        lm_head=jnp.asarray(params['lm_head']['kernel'][:, : min(CODEBOOK_COUNT, config.image_vocab_size)], dtype),
+        lm_head=on_device(np.asarray(params['lm_head']['kernel'])[:, : min(CODEBOOK_COUNT, config.image_vocab_size)], dtype),
     )
+    if release:
+        del params['model']['decoder'], params['lm_head']
+    return weights
+
+
+def on_device(array: Any, dtype: Any = None) -> jax.Array:
+    """A host or device array as a jax array on the default device, cast on the host (no compile)."""
+    host = np.asarray(array)
+    return jax.device_put(host if dtype is None else host.astype(dtype, copy=False))
 
 
 @struct.dataclass

@@ -30,6 +30,7 @@ from edalle.models.bart_decode import (
     DecoderWeights,
     decode_step,
     grow_cache,
+    on_device,
     prepare_decoder,
     start_cache,
 )
@@ -165,10 +166,24 @@ class SamplerWeights:
     decoder: DecoderWeights
 
 
-def prepare_sampler(params: dict, config: BartConfig, dtype: Any = jnp.float32) -> SamplerWeights:
-    """Split a published DalleBart parameter tree once per loaded model (see `bart_decode`)."""
-    encoder = {'model': {'encoder': params['model']['encoder']}}
-    return SamplerWeights(encoder=encoder, decoder=prepare_decoder(params, config, dtype))
+def prepare_sampler(params: dict, config: BartConfig, dtype: Any = jnp.float32, *, release: bool = False) -> SamplerWeights:
+    """Split a published DalleBart parameter tree once per loaded model (see `bart_decode`).
+
+    `params` may hold numpy arrays (`bart_checkpoint.read_params`); the encoder's leaves
+    become jax arrays in their stored dtype. `release` empties `params` along the way
+    (see `prepare_decoder`), which is how `Engine.load` keeps one copy of the weights.
+    """
+    decoder = prepare_decoder(params, config, dtype, release=release)
+    encoder = params['model'].pop('encoder') if release else params['model']['encoder']
+    return SamplerWeights(encoder={'model': {'encoder': _on_device(encoder, in_place=release)}}, decoder=decoder)
+
+
+def _on_device(tree: dict, *, in_place: bool) -> dict:
+    """The tree's leaves as jax arrays; `in_place` swaps them one at a time (each host copy goes as its device one comes)."""
+    out = tree if in_place else {}
+    for key, value in tree.items():
+        out[key] = _on_device(value, in_place=in_place) if isinstance(value, dict) else on_device(value)
+    return out
 
 
 def _start(
