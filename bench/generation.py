@@ -67,7 +67,7 @@ def run_ours(model: str, device: str, counts: list[int], dtype_name: str, checkp
     import torch
 
     from edalle.config import BART_CONFIGS, VQGAN_CONFIGS
-    from edalle.engine import prepare_sampler_for
+    from edalle.engine import decode_chunk, prepare_sampler_for
     from edalle.models.bart_checkpoint import read_params
     from edalle.models.sampling import SamplingSettings, generate_image_tokens
     from edalle.models.vqgan import VQGAN
@@ -96,7 +96,8 @@ def run_ours(model: str, device: str, counts: list[int], dtype_name: str, checkp
         t1 = time.perf_counter()
         with torch.inference_mode():
             codes = torch.from_numpy(tokens.reshape(n, 16, 16).astype(np.int64)).to(device)
-            vqgan.decode_tokens(codes)
+            for start in range(0, n, decode_chunk(device)):  # as Engine.imagine decodes
+                vqgan.decode_tokens(codes[start : start + decode_chunk(device)])
             if device == 'cuda':
                 torch.cuda.synchronize()
         return t1 - t0, time.perf_counter() - t1

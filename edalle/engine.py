@@ -33,7 +33,16 @@ if TYPE_CHECKING:
 
 MAX_CANDIDATES = 16  # per prompt: a 3×3 grid needs 9; more is a waste of a shared GPU
 MAX_SEED = 2**31 - 1  # JAX PRNG seeds are int32-friendly; also what Discord users can type
-DECODE_CHUNK = 9  # VQGAN decodes at most this many 256×256 images at once (bounded memory)
+
+
+def decode_chunk(device: str) -> int:
+    """How many 256×256 images one VQGAN decode takes at once.
+
+    On CPU a batch of nine needs 1.5 GB of activations and is no faster per image than three
+    (0.5 GB; measured 1.64 and 1.61 s per image on 2 Zen 4 cores); a GPU decodes the grid in one go.
+    """
+    return 3 if device == 'cpu' else 9
+
 
 # progress(stage, done, total, preview): stages are 'encode', 'sample', 'decode', 'rank'
 # for imagine and 'expand' for expand; `preview` is an optional PIL image.
@@ -277,15 +286,16 @@ class Engine:
         return [t for t in out if t is not None]
 
     def _decode(self, tokens: np.ndarray, report: Progress) -> torch.Tensor:
-        """(B, 16, 16) codes → (B, 3, 256, 256) pixels in [0, 1], in chunks of DECODE_CHUNK."""
+        """(B, 16, 16) codes → (B, 3, 256, 256) pixels in [0, 1], `decode_chunk` images at a time."""
         import torch
 
         chunks = []
+        size = decode_chunk(self.device)
         with torch.inference_mode():
-            for start in range(0, len(tokens), DECODE_CHUNK):
-                codes = torch.from_numpy(tokens[start : start + DECODE_CHUNK].astype(np.int64)).to(self.device)
+            for start in range(0, len(tokens), size):
+                codes = torch.from_numpy(tokens[start : start + size].astype(np.int64)).to(self.device)
                 chunks.append(self.vqgan.decode_tokens(codes).float())
-                report('decode', min(start + DECODE_CHUNK, len(tokens)), len(tokens), None)
+                report('decode', min(start + size, len(tokens)), len(tokens), None)
         return torch.cat(chunks)
 
     # ----------------------------------------------------------------------- expand
