@@ -88,3 +88,51 @@ def test_sequence_first_layout_is_the_same_model() -> None:
     b = plain.encode_image(x)
     (gb,) = torch.autograd.grad(b.sum(), x)
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ga, gb, atol=1e-6)
+
+
+def _towers(clip: ClipModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ours, open_clip's) embeddings and their gradients with respect to the input."""
+    from edalle.models.clip import pooled_image_embedding
+
+    x = x.clone().requires_grad_(True)
+    ours = pooled_image_embedding(clip.model.visual, x)
+    (ours_grad,) = torch.autograd.grad((ours * torch.linspace(-1, 1, ours.shape[1])).sum(), x)
+    theirs = clip.model.visual(x)
+    (theirs_grad,) = torch.autograd.grad((theirs * torch.linspace(-1, 1, theirs.shape[1])).sum(), x)
+    return ours, theirs, ours_grad, theirs_grad
+
+
+def test_pooled_tower_is_open_clip_s_embedding_and_gradient(clip: ClipModel) -> None:
+    assert clip.pooled_tower  # the tiny tower is a plain ViT: the fast path runs in every other test too
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    ours, theirs, ours_grad, theirs_grad = _towers(clip, x)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(ours_grad, theirs_grad, atol=1e-7, rtol=1e-4)
+    # each view's embedding is its own: changing one view moves only its row
+    x[1, :, :32, :32] += 1
+    moved = _towers(clip, x)[0]
+    assert torch.equal(moved[0], ours[0]) and not torch.allclose(moved[1], ours[1])
+
+
+@pytest.mark.slow
+def test_pooled_tower_matches_open_clip_at_vit_b_32_size() -> None:
+    clip = ClipModel.build_random('ViT-B-32', 0)
+    assert clip.pooled_tower
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    ours, theirs, ours_grad, theirs_grad = _towers(clip, x)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(ours_grad, theirs_grad, atol=1e-6, rtol=1e-3)
+
+
+def test_towers_the_pooled_path_cannot_run_use_open_clip_s_forward() -> None:
+    from edalle.models.clip import supports_pooled
+
+    clip = ClipModel.build_tiny(seed=3)
+    visual = clip.model.visual
+    assert supports_pooled(visual, 224)
+    assert not supports_pooled(visual, 230)  # not a whole number of patches
+    visual.output_tokens = True  # someone wants the tokens, which the fast path does not compute
+    assert not supports_pooled(visual, 224)
+    visual.output_tokens = False
+    visual.transformer.batch_first = True  # the blocks would be fed the wrong layout
+    assert not supports_pooled(visual, 224)

@@ -22,6 +22,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from PIL import Image
 from torch import nn
 
@@ -50,6 +51,7 @@ class ClipModel:
     mean: torch.Tensor  # (1, 3, 1, 1)
     std: torch.Tensor  # (1, 3, 1, 1)
     name: str
+    pooled_tower: bool = False  # whether `pooled_image_embedding` can run this image tower (`supports_pooled`)
 
     @classmethod
     def load(cls, config: ClipConfig, *, device: str | torch.device = 'cpu') -> ClipModel:
@@ -99,7 +101,7 @@ class ClipModel:
         image_size = size[0] if isinstance(size, tuple | list) else int(size)
         mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
         std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
-        return cls(model, tokenizer, image_size, mean, std, name)
+        return cls(model, tokenizer, image_size, mean, std, name, supports_pooled(model.visual, image_size))
 
     @property
     def device(self) -> torch.device:
@@ -121,8 +123,9 @@ class ClipModel:
         Non-square inputs are resized on their short side and centre-cropped, as open_clip's
         own preprocessing does; candidates are square, so they are only resized.
         """
-        x = fit_square(pixels, self.image_size)
-        return F.normalize(self.model.encode_image(self.normalize_pixels(x)).float(), dim=-1)
+        x = self.normalize_pixels(fit_square(pixels, self.image_size))
+        embedding = pooled_image_embedding(self.model.visual, x) if self.pooled_tower else self.model.encode_image(x)
+        return F.normalize(embedding.float(), dim=-1)
 
     def score(self, pixels: torch.Tensor, prompt: str) -> torch.Tensor:
         """100 × cosine between each image and the prompt: (B,) float32."""
@@ -151,6 +154,67 @@ def _sequence_first(model: torch.nn.Module) -> None:
     transformer.batch_first = False  # type: ignore[union-attr]
     for block in blocks:
         block.attn.batch_first = False
+
+
+def supports_pooled(visual: nn.Module, image_size: int) -> bool:
+    """Whether `pooled_image_embedding` computes exactly what `visual(x)` does for this tower.
+
+    It does for the plain ViTs CLIP ranks and guides with (OpenAI's ViT-B/32 and its
+    open_clip relatives): class-token pooling, no attentional pooler, no token output, a
+    bias-free patch convolution with stride equal to its kernel, standard residual blocks run
+    sequence-first (`_sequence_first`). Anything else goes through open_clip's own forward.
+    """
+    conv = getattr(visual, 'conv1', None)
+    transformer = getattr(visual, 'transformer', None)
+    blocks = list(getattr(transformer, 'resblocks', []))
+    return (
+        isinstance(visual, VisionTransformer)
+        and getattr(visual, 'attn_pool', None) is None
+        and getattr(visual, 'pool_type', 'tok') == 'tok'
+        and not getattr(visual, 'output_tokens', False)
+        and isinstance(getattr(visual, 'patch_dropout', nn.Identity()), nn.Identity)
+        and isinstance(conv, nn.Conv2d)
+        and conv.bias is None
+        and conv.kernel_size == conv.stride
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.padding == (0, 0)
+        and image_size % conv.kernel_size[0] == 0
+        and getattr(transformer, 'batch_first', True) is False
+        and bool(blocks)
+        and all(type(block) is ResidualAttentionBlock and not hasattr(block, 'ln_1_kv') for block in blocks)
+    )
+
+
+def pooled_image_embedding(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`visual(x)` for towers that pass `supports_pooled`, with two costs of open_clip's forward removed.
+
+    - The patch embedding is a reshape and a matmul rather than a convolution whose stride
+      equals its kernel: the same products, but oneDNN's backward of that convolution took
+      1.7 s of a 15 s forward + backward of 64 views (ViT-B/32, fp32, one CPU thread).
+    - The last block computes its attention output and MLP for the class token only: the
+      pooled embedding reads nothing else, and the other 49 tokens' query, projection and MLP
+      are about a tenth of the tower.
+
+    Measured together on that machine: 64 views forward + backward 14.98 → 12.26 s in fp32,
+    8.92 → 6.89 s under bf16 autocast; the embedding agrees with open_clip's to float rounding.
+    """
+    n = x.shape[0]
+    weight = visual.conv1.weight  # (D, 3, p, p)
+    p = weight.shape[-1]
+    rows, columns = x.shape[-2] // p, x.shape[-1] // p
+    patches = x.reshape(n, 3, rows, p, columns, p).permute(0, 2, 4, 1, 3, 5).reshape(n, rows * columns, 3 * p * p)
+    tokens = F.linear(patches, weight.reshape(weight.shape[0], -1))  # (N, rows · columns, D)
+    cls = visual.class_embedding.to(tokens.dtype).expand(n, 1, -1)
+    h = visual.ln_pre(torch.cat([cls, tokens], dim=1) + visual.positional_embedding.to(tokens.dtype))
+    h = h.transpose(0, 1)  # (L, N, D): the blocks run sequence-first
+    *blocks, last = visual.transformer.resblocks
+    for block in blocks:
+        h = block(h)
+    normed = last.ln_1(h)
+    cls = h[:1] + last.ls_1(last.attn(normed[:1], normed, normed, need_weights=False)[0])
+    cls = cls + last.ls_2(last.mlp(last.ln_2(cls)))
+    pooled = visual.ln_post(cls[0])
+    return pooled @ visual.proj if visual.proj is not None else pooled
 
 
 def fit_square(pixels: torch.Tensor, size: int) -> torch.Tensor:
