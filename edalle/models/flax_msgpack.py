@@ -43,11 +43,6 @@ def read_msgpack(path: str | Path) -> Any:
     return _unchunk(tree)
 
 
-def msgpack_restore(data: bytes) -> Any:
-    """The same as `read_msgpack` for bytes already in memory."""
-    return _unchunk(msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False))
-
-
 def write_msgpack(tree: dict, path: str | Path) -> None:
     """Write a tree of dicts with array (numpy or jax), numpy scalar and plain leaves as flax would, one leaf at a time."""
     packer = msgpack.Packer(use_bin_type=True)
