@@ -118,11 +118,16 @@ def test_higher_priority_goes_first_within_a_round(backend):
     assert run(body, backend) == 2
 
 
+async def enqueue_two_keys_and_another_kind(store) -> None:
+    """Six users' imagine jobs, alternating 9 and 4 candidates (two compat keys), and one job of a kind no caps here take."""
+    for user in range(6):
+        await store.enqueue(imagine(user_id=user, n=4 if user % 2 else 9))
+    await store.enqueue(JobRequest('other', 99, 10, 20, {}, 'other:thing'))
+
+
 def test_a_batch_never_mixes_compat_keys_nor_exceeds_the_worker_caps(backend):
     async def body(store, clock):
-        for user in range(6):
-            await store.enqueue(imagine(user_id=user, n=4 if user % 2 else 9))
-        await store.enqueue(JobRequest('other', 99, 10, 20, {}, 'other:thing'))
+        await enqueue_two_keys_and_another_kind(store)
         caps = WorkerCaps(('imagine:tiny:',), max_batch=2)
         batches = []
         while batch := await store.claim('w', caps, LEASE):
@@ -136,9 +141,7 @@ def test_a_batch_never_mixes_compat_keys_nor_exceeds_the_worker_caps(backend):
 
 def test_a_batch_takes_every_ready_job_of_its_key_up_to_the_cap(backend):
     async def body(store, clock):
-        for user in range(6):
-            await store.enqueue(imagine(user_id=user, n=4 if user % 2 else 9))
-        await store.enqueue(JobRequest('other', 99, 10, 20, {}, 'other:thing'))
+        await enqueue_two_keys_and_another_kind(store)
         caps = WorkerCaps(('imagine:tiny:',), max_batch=8)
         return [await store.claim('w', caps, LEASE) for _ in range(3)]
 
