@@ -67,7 +67,8 @@ def run_ours(model: str, device: str, counts: list[int], dtype_name: str, checkp
     import torch
 
     from edalle.config import BART_CONFIGS, VQGAN_CONFIGS
-    from edalle.engine import decode_chunk, prepare_sampler_for
+    from edalle.engine import decode_chunk
+    from edalle.loading import prepare_sampler_for
     from edalle.models.bart_checkpoint import read_params
     from edalle.models.sampling import SamplingSettings, generate_image_tokens
     from edalle.models.vqgan import VQGAN

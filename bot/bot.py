@@ -12,29 +12,31 @@ import asyncio
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 import yarl
 from discord.ext import commands
 
-from bot.delivery import Courier
 from bot.errors import report_interaction_error
 from bot.settings import Settings
 from bot.utils.views import DYNAMIC_ITEMS
+from edalle import operations
 from edalle.jobs.result_store import LocalResultStore
 
 if TYPE_CHECKING:
-    from edalle.jobs import JobStore
+    from edalle.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 
+#: the error handlers first; then every operation's Discord module, in the registry's order; then the
+#: generic commands; last the courier, which posts results through the operations' cogs
 INITIAL_EXTENSIONS = (
     'bot.cogs.errors',
-    'bot.cogs.imagine',
-    'bot.cogs.expand',
+    *dict.fromkeys(operation.discord for operation in operations.OPERATIONS),
     'bot.cogs.jobs',
     'bot.cogs.admin',
+    'bot.delivery',
 )
 SHUTDOWN_GRACE_SECONDS = 5.0  # for command handlers already running when the bot is told to stop
 COMMANDS_HASH_FILE = 'slash-commands.sha256'  # in the data dir: what was last synced, so restarts don't re-sync
@@ -59,6 +61,17 @@ def intents() -> discord.Intents:
     return wanted
 
 
+class ResultCourier(Protocol):
+    """What the bot asks of the courier that `bot.delivery` attaches as it loads."""
+
+    delivered: list[int]
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def outgoing_result(self, job: Job) -> Any: ...
+    async def post_result(self, job: Job) -> int | None: ...
+
+
 class EDalleBot(commands.Bot):
     """The bot: text commands with `settings.prefix`, slash commands, persistent components, a result courier."""
 
@@ -76,7 +89,7 @@ class EDalleBot(commands.Bot):
         self.worker_status = worker_status  # the supervisor when this process runs the worker (for .queue)
         # Result files, read through edalle.jobs.result_store (workers may be on other hosts); local by default.
         self.results = results if results is not None else LocalResultStore(settings.data_dir)
-        self.courier = Courier(self)
+        self.courier: ResultCourier  # set by the `bot.delivery` extension in `setup_hook`
 
     async def login(self, token: str) -> None:
         use_discord_endpoints(self.settings.api_base, self.settings.gateway_url)
@@ -88,12 +101,12 @@ class EDalleBot(commands.Bot):
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         self.tree.on_error = self.on_app_command_error
         await self.sync_commands()
-        self.courier.start()
 
     async def close(self) -> None:
         """Stop posting, let commands already running finish (so each job gets its status message recorded),
         then disconnect."""
-        await self.courier.stop()
+        if hasattr(self, 'courier'):
+            await self.courier.stop()
         current = asyncio.current_task()
         running = [
             task

@@ -29,16 +29,17 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
 
 from bot.errors import new_error_id
-from bot.utils import render, results
-from bot.utils.images import Upload, load_upload, upload_limit
-from bot.utils.views import expanded_view, grid_view, status_view
-from edalle.jobs import EXPAND, IMAGINE, Delivery, Job, JobStatus
+from bot.operations import Outgoing, describe, operation_cog, progress_text
+from bot.utils import render
+from bot.utils.images import load_upload, upload_limit
+from bot.utils.views import status_view
+from edalle.jobs import Delivery, Job, JobStatus
 from edalle.jobs.result_store import materialize
 
 if TYPE_CHECKING:
@@ -70,18 +71,6 @@ class _Shown:
     step: tuple[int, int] | None = None  # a queued job's (attempt, position step) as shown; None: not queued
     preview: str | None = None
     preview_at: float = 0.0
-
-
-@dataclass
-class Outgoing:
-    """One message to post: text, files, components."""
-
-    content: str
-    uploads: list[Upload] = field(default_factory=list)
-    view: discord.ui.View | None = None
-
-    def files(self) -> list[discord.File]:
-        return [upload.file() for upload in self.uploads]
 
 
 class Courier:
@@ -166,27 +155,17 @@ class Courier:
         self._shown.pop(job.id, None)
 
     async def outgoing_result(self, job: Job) -> Outgoing:
-        """The message a finished job becomes (also used by `.job` to re-post it)."""
-        data_dir = self.settings.data_dir
-        limit = upload_limit(self.bot.get_guild(job.guild_id) if job.guild_id else None, self.settings.max_upload_bytes)
-        if job.status is JobStatus.SUCCEEDED:  # the worker may be on another host: files come via the result store
-            await materialize(self.bot.results, data_dir, job.id)
-        if job.status is JobStatus.SUCCEEDED and job.kind == IMAGINE:
-            found = results.candidates(job, data_dir)
-            upload = await load_upload(results.grid_path(job, data_dir), limit, f'job-{job.id}-grid.png')
-            text = render.imagine_result(job, data_dir) + _reencoded_note(upload)
-            return Outgoing(text, [upload], grid_view(job.id, len(found)))
-        if job.status is JobStatus.SUCCEEDED and job.kind == EXPAND:
-            path = results.expanded_path(job, data_dir)
-            if path is None:
-                raise FileNotFoundError(f'job {job.id} has no output path in its result')
-            upload = await load_upload(path, limit, f'job-{job.id}-expanded.png')
-            return Outgoing(render.expand_result(job) + _reencoded_note(upload), [upload], expanded_view(job.id))
+        """The message a finished job becomes (also used by `.job` to re-post it): its operation's cog renders a
+        success; failures, cancels and progress read the same for every operation."""
+        what = describe(self.bot, job)
+        cog = operation_cog(self.bot, job.kind)
+        if job.status is JobStatus.SUCCEEDED and cog is not None:
+            return await cog.result_message(job)
         if job.status is JobStatus.FAILED:
-            return Outgoing(render.failed(job))
+            return Outgoing(render.failed(job, what))
         if job.status is JobStatus.CANCELLED:
-            return Outgoing(render.cancelled(job))
-        return Outgoing(render.progress(job, None), [], status_view(job.id))
+            return Outgoing(render.cancelled(job, what))
+        return Outgoing(progress_text(self.bot, job, None), [], status_view(job.id))
 
     async def post_result(self, job: Job) -> int | None:
         outgoing = await self.outgoing_result(job)
@@ -245,7 +224,7 @@ class Courier:
             shown = self._shown.setdefault(job.id, _Shown(edited_at=now))  # the first text was posted just now
             if shown.step is None and not shown.text and position is not None:  # the queued text posted on enqueue
                 shown.step = (job.attempt, position_step(position))
-            text = render.progress(job, position)
+            text = progress_text(self.bot, job, position)
             if position is not None:  # queued: edit only when its position crosses a step, a few per round
                 step = (job.attempt, position_step(position))
                 channel_free = self._queue_edit_at.get(job.channel_id, 0.0) + QUEUE_EDIT_SPACING <= now
@@ -262,7 +241,8 @@ class Courier:
                 queue_edits += 1
                 continue
             shown.step = None
-            preview = job.preview_path if job.kind == EXPAND else None
+            cog = operation_cog(self.bot, job.kind)
+            preview = job.preview_path if cog is not None and cog.shows_previews else None
             new_preview = (
                 preview is not None and preview != shown.preview and now - shown.preview_at >= self.settings.preview_seconds
             )
@@ -299,5 +279,11 @@ class Courier:
             log.info('job %s: progress edit failed: %s', job.id, exc)
 
 
-def _reencoded_note(upload: Upload) -> str:
-    return "\n(Re-encoded as JPEG to fit this server's upload limit.)" if upload.reencoded else ''
+async def setup(bot: EDalleBot) -> None:
+    """Loaded as an extension, so the bot's module never imports the courier (nor the courier the bot, but for types)."""
+    bot.courier = Courier(bot)
+    bot.courier.start()
+
+
+async def teardown(bot: EDalleBot) -> None:
+    await bot.courier.stop()

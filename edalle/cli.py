@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from edalle.engine import RequestError
+    from edalle.operations.base import RequestError
     from edalle.presets import UnknownPreset
     from edalle.weights import MissingWeights
 
@@ -90,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_imagine(args: argparse.Namespace) -> int:
-    from edalle.engine import Engine, ImagineRequest, validate_imagine
-    from edalle.outputs import write_imagine_result
+    from edalle.engine import Engine
+    from edalle.operations.imagine import ImagineRequest, validate, write_result
 
     request = ImagineRequest(prompt=args.prompt, n=args.n, seed=args.seed)
-    validate_imagine(request)  # fail before loading models
+    validate(request)  # fail before loading models
     out = args.out or Path('out') / f'{time.strftime("%Y%m%d-%H%M%S")}-{_slug(args.prompt)}'
     started = time.perf_counter()
     engine = Engine.load(args.preset, args.data_dir, dtype=args.dtype)
@@ -102,7 +102,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     with StageBars() as bars:
         (result,) = engine.imagine([request], progress=bars.update)
     result.timings['load'] = load_seconds
-    write_imagine_result(result, out, extra={'preset': args.preset, 'n': args.n})
+    write_result(result, out, extra={'preset': args.preset, 'n': args.n})
     if result.truncated:
         print(f'note: the prompt had {result.token_count} tokens; only the first 64 were used.', file=sys.stderr)
     best = result.candidates[0]
@@ -187,7 +187,8 @@ def _add_models_parser(commands: Any) -> None:
 
 
 def _models_download(args: argparse.Namespace) -> int:
-    from edalle.weights import data_dir_from_env, download
+    from edalle.presets import data_dir_from_env
+    from edalle.weights import download
 
     fetched = download(args.preset, data_dir_from_env(args.data_dir), log=lambda m: print(m, file=sys.stderr))
     print(f'{args.preset}: {len(fetched)} file(s) fetched; run `edalle models verify --preset {args.preset}` to check them.')
@@ -195,7 +196,8 @@ def _models_download(args: argparse.Namespace) -> int:
 
 
 def _models_verify(args: argparse.Namespace) -> int:
-    from edalle.weights import data_dir_from_env, verify
+    from edalle.presets import data_dir_from_env
+    from edalle.weights import verify
 
     checks = verify(args.preset, data_dir_from_env(args.data_dir), check_shapes=not args.quick)
     for check in checks:
@@ -208,7 +210,8 @@ def _models_verify(args: argparse.Namespace) -> int:
 
 
 def _models_import(args: argparse.Namespace) -> int:
-    from edalle.weights import data_dir_from_env, import_dir
+    from edalle.presets import data_dir_from_env
+    from edalle.weights import import_dir
 
     report = import_dir(args.directory, args.preset, data_dir_from_env(args.data_dir))
     for path in report.copied:
@@ -222,8 +225,7 @@ def _models_import(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from edalle.presets import PRESETS
-    from edalle.weights import data_dir_from_env, models_dir
+    from edalle.presets import PRESETS, data_dir_from_env, models_dir
 
     root = models_dir(data_dir_from_env(args.data_dir))
     for preset in PRESETS.values():

@@ -2,7 +2,7 @@
 
 Both the bot and the workers open `data/edalle.db` through `connect()`: WAL mode (readers never wait for
 the writer), a busy timeout (writers queue for the lock instead of failing), foreign keys on, and the
-migrations in `edalle/migrations/NNNN_name.sql` applied in order, each in its own `BEGIN IMMEDIATE`
+migrations in `migrations/sqlite/NNNN_name.sql` applied in order, each in its own `BEGIN IMMEDIATE`
 transaction and recorded in `schema_migrations`. Two processes that start at once are safe: the second
 waits for the lock and then finds nothing left to do. A database whose schema is newer than the files
 this copy ships is refused (`SchemaTooNew`): an old worker must not write to rows it does not understand.
@@ -25,7 +25,16 @@ from edalle.errors import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).parent / 'migrations'
+
+def migrations_dir(database: str) -> Path:
+    """The folder of one database's migrations (`sqlite` or `postgres`), wherever the package `edalle.migrations`
+    is installed (the top-level `migrations/` folder, mapped into the package by pyproject.toml)."""
+    from importlib.resources import files
+
+    return Path(str(files('edalle.migrations') / database))
+
+
+MIGRATIONS_DIR = migrations_dir('sqlite')
 _MIGRATION_NAME = re.compile(r'^(\d{4})_(\w+)\.sql$')
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 

@@ -1,4 +1,4 @@
-"""The engine the worker and the CLI call: load the models once, then imagine and expand.
+"""The engine that serves the operations: load a preset's models once, then draw, decode, rank and expand.
 
 `Engine.imagine(requests)` is DALL·E mini end to end for a batch of prompts: normalise and
 tokenise each prompt, sample N image-token grids per prompt in one compiled JAX call, decode
@@ -12,7 +12,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,10 @@ import numpy as np
 from PIL import Image
 
 from edalle.config import IMAGE_GRID_SIDE
-from edalle.presets import Preset, get_preset
-from edalle.weights import data_dir_from_env, ensure_tiny, models_dir, require
+from edalle.loading import load_bart, load_clip, load_tokenizer, load_vqgan_for, prepare_sampler_for
+from edalle.operations.imagine import MAX_CANDIDATES, MAX_SEED, Candidate, ImagineRequest, ImagineResult, validate
+from edalle.presets import Preset, data_dir_from_env, get_preset
+from edalle.weights import ensure_tiny, require
 
 if TYPE_CHECKING:
     import torch
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from edalle.models.clip import ClipModel
     from edalle.models.vqgan import VQGAN
     from edalle.text import TextTokenizer
-
-MAX_CANDIDATES = 16  # per prompt: a 3×3 grid needs 9; more is a waste of a shared GPU
-MAX_SEED = 2**31 - 1  # JAX PRNG seeds are int32-friendly; also what Discord users can type
 
 
 def decode_chunk(device: str) -> int:
@@ -49,37 +47,6 @@ def decode_chunk(device: str) -> int:
 Progress = Callable[[str, int, int, 'Image.Image | None'], None]
 
 
-class RequestError(ValueError):
-    """A request the engine refuses before doing any work; the message is for the user."""
-
-
-@dataclass(frozen=True)
-class ImagineRequest:
-    prompt: str
-    n: int = 9
-    seed: int | None = None  # None: a random seed, recorded in the result
-
-
-@dataclass
-class Candidate:
-    index: int  # position in the ranking, 0 = best
-    image: Image.Image  # 256 × 256 RGB
-    tokens: np.ndarray  # (16, 16) int32 VQGAN codes
-    score: float  # 100 × cosine(image, prompt) under CLIP
-    seed: int  # sampling seed of this candidate alone: `--seed <seed> -n 1` redraws it
-
-
-@dataclass
-class ImagineResult:
-    prompt: str
-    normalized_prompt: str
-    truncated: bool  # the prompt had more than 64 BPE tokens and was cut
-    token_count: int
-    seed: int
-    candidates: list[Candidate]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, shared by the batch
-
-
 def _set_jax_defaults(data_dir: Path) -> None:
     """Share the GPU with torch and keep compiled programs across runs.
 
@@ -94,53 +61,6 @@ def _set_jax_defaults(data_dir: Path) -> None:
         cache.mkdir(parents=True, exist_ok=True)
         jax.config.update('jax_compilation_cache_dir', str(cache))
         jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-
-
-def load_tokenizer(preset: Preset, data_dir: Path) -> TextTokenizer:
-    from edalle.text import TextTokenizer
-
-    directory = preset.dalle.path(models_dir(data_dir))
-    frequencies = directory / 'enwiki-words-frequency.txt'
-    return TextTokenizer.from_dir(directory, word_frequencies=frequencies if frequencies.is_file() else None)
-
-
-def load_bart(preset: Preset, data_dir: Path) -> tuple[Any, Any]:
-    """(config, params) of the preset's DalleBart, read from its `config.json` + msgpack (numpy, host memory)."""
-    from edalle.models import bart_checkpoint
-
-    directory = preset.dalle.path(models_dir(data_dir))
-    config = bart_checkpoint.load_config(directory)
-    return config, bart_checkpoint.read_params(directory / 'flax_model.msgpack', config)
-
-
-def prepare_sampler_for(config: Any, params: Any, dtype: str) -> Any:
-    """The sampler's copy of the DalleBart weights (`sampling.prepare_sampler`), in `dtype`.
-
-    It empties `params` as it goes (`release`), so the weights are in memory once at a time.
-    """
-    import jax.numpy as jnp
-
-    from edalle.models.sampling import prepare_sampler
-
-    return prepare_sampler(params, config, jnp.dtype(dtype), release=True)
-
-
-def load_vqgan_for(preset: Preset, data_dir: Path, device: str = 'cpu') -> VQGAN:
-    from edalle.models.vqgan_checkpoint import load_vqgan
-
-    return load_vqgan(preset.vqgan_files.path(models_dir(data_dir)), device=device)
-
-
-def load_clip(preset: Preset, data_dir: Path, device: str = 'cpu') -> ClipModel:
-    from dataclasses import replace
-
-    from edalle.models.clip import ClipModel
-
-    directory = preset.clip_files.path(models_dir(data_dir))
-    if preset.generated:
-        return ClipModel.load_tiny(directory / 'model.safetensors', device=device)
-    weights = directory / preset.clip_files.files[0].filename
-    return ClipModel.load(replace(preset.clip, pretrained=str(weights)), device=device)
 
 
 class Engine:
@@ -205,7 +125,7 @@ class Engine:
         """N ranked candidates for each of M prompts. Prompts with the same N share one sampling call."""
         report = progress or (lambda stage, done, total, preview=None: None)
         for request in requests:
-            validate_imagine(request)
+            validate(request)
         timings: dict[str, float] = {}
 
         started = time.perf_counter()
@@ -309,15 +229,6 @@ class Engine:
         return expand(self.vqgan, self.clip, request, progress=progress, should_cancel=should_cancel)
 
 
-def validate_imagine(request: ImagineRequest) -> None:
-    if not request.prompt or not request.prompt.strip():
-        raise RequestError('The prompt is empty: describe the picture, e.g. `a lighthouse in a storm, oil painting`.')
-    if not 1 <= request.n <= MAX_CANDIDATES:
-        raise RequestError(f'The number of candidates must be between 1 and {MAX_CANDIDATES} (got {request.n}).')
-    if request.seed is not None and not 0 <= request.seed <= MAX_SEED - MAX_CANDIDATES:
-        raise RequestError(f'The seed must be a whole number from 0 to {MAX_SEED - MAX_CANDIDATES} (got {request.seed}).')
-
-
 def images_from_pixels(pixels: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) in [0, 1] → PIL RGB images, rounding to the nearest 8-bit value."""
     import torch
@@ -326,11 +237,4 @@ def images_from_pixels(pixels: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, 'RGB') for a in array]
 
 
-__all__ = [
-    'Candidate',
-    'Engine',
-    'ImagineRequest',
-    'ImagineResult',
-    'RequestError',
-    'validate_imagine',
-]
+__all__ = ['Engine', 'decode_chunk', 'images_from_pixels']

@@ -68,12 +68,12 @@ class CooldownActive(AdmissionRefused):
 class QuotaExceeded(AdmissionRefused):
     """You have used today's quota."""
 
-    def __init__(self, kind: str, limit: int, resets_at: float, now: float) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, limit: int, resets_at: float, now: float, *, noun: str | None = None) -> None:
+        self.kind = kind  # the job kind asked for
         self.limit = limit
         self.resets_at = resets_at
         super().__init__(
-            f"You have used all {limit} of today's {kind} jobs. The quota resets at "
+            f"You have used all {limit} of today's {noun or kind} jobs. The quota resets at "
             f'{_utc(resets_at):%H:%M} UTC (in {_duration(resets_at - now)}); failed and cancelled jobs do not count.'
         )
 
@@ -115,7 +115,15 @@ class ChannelNotAllowed(AdmissionRefused):
 
 
 class InvalidParent(AdmissionRefused):
-    """Pick a candidate of a finished imagine job to expand."""
+    """Pick a picture of a finished job to start from."""
+
+
+class OperationDisabled(AdmissionRefused):
+    """That is switched off in this server."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        super().__init__(f'{title.capitalize()} is switched off in this server; ask an admin if you need it.')
 
 
 # ---- jobs ----------------------------------------------------------------------------------------

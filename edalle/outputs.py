@@ -1,35 +1,36 @@
-"""What an imagine result looks like on disk: ranked PNGs, the numbered grid and a manifest.
+"""Files a job writes, so no reader ever sees half a file: atomic writes, run folders, imagine manifests.
 
-The CLI and the worker write the same layout, so an expand can start from either:
+Each run of a job writes into its own folder, `<data dir>/images/<job id>/<attempt>/` (`RunFolder`). A
+worker whose lease was taken over (it stalled, another worker re-ran the job) may still finish and write;
+with a folder per attempt it can only ever touch its own files, and deletes them when the store fences its
+`complete` off. Every file is written to a temporary name and renamed (`write_atomic`). Paths in result
+summaries are relative to the data dir, so the data dir can move.
+
+An imagine result on disk (the CLI and the worker write the same layout, `edalle.operations.imagine`):
 
     candidate-1.png … candidate-9.png   ranked best-first (1 = highest CLIP score)
     grid.png                            the 3 × 3 grid with rank numbers drawn on it
     manifest.json                       prompt, seeds, 16 × 16 token grids, scores, timings
-
-Every file is written to a temporary name and renamed, so a reader (the bot, a second
-worker, a crash) never sees half a file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image
-
-from edalle.grid import make_grid
-
 if TYPE_CHECKING:
-    from edalle.engine import ImagineResult
+    import numpy as np
+    from PIL import Image
 
 MANIFEST_NAME = 'manifest.json'
-MANIFEST_VERSION = 1
+PREVIEW_NAME = 'preview.png'
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -45,49 +46,68 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    import io
-
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format='PNG')
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    write_atomic(path, png_bytes(image))
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The folder one attempt of one job writes into."""
+
+    data_dir: Path
+    job_id: int
+    attempt: int
+
+    @property
+    def relative(self) -> Path:
+        return Path('images') / str(self.job_id) / str(self.attempt)
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / self.relative
+
+    def file(self, name: str) -> Path:
+        """An absolute path for `name` in this folder (created on demand)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / name
+
+    def rel(self, path: Path | str) -> str:
+        """`path` (absolute, or a name in this folder) relative to the data dir, as result summaries store it."""
+        path = Path(path)
+        if not path.is_absolute():
+            path = self.path / path
+        return path.relative_to(self.data_dir).as_posix()
+
+    def discard(self) -> None:
+        """Remove this attempt's files (a lost lease, a cancel, a failure). Never touches other attempts."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def discard_other_attempts(self) -> None:
+        """After this attempt succeeded: remove what earlier attempts (workers that died) left behind."""
+        for other in self.path.parent.iterdir():
+            if other.is_dir() and other.name.isdigit() and other.name != str(self.attempt):
+                shutil.rmtree(other, ignore_errors=True)
+
+
+def write_preview(folders: list[RunFolder], image: Image.Image) -> list[str]:
+    """Write one preview picture into each folder (encoded once); returns the relative paths."""
+    data = png_bytes(image)
+    paths = []
+    for folder in folders:
+        write_atomic(folder.file(PREVIEW_NAME), data)
+        paths.append(folder.rel(PREVIEW_NAME))
+    return paths
 
 
 def candidate_filename(rank: int) -> str:
     """Rank is 1-based, as members see it."""
     return f'candidate-{rank}.png'
-
-
-def write_imagine_result(result: ImagineResult, directory: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write one imagine result's files and return its manifest (also written)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for candidate in result.candidates:
-        save_png(candidate.image, directory / candidate_filename(candidate.index + 1))
-    save_png(make_grid([c.image for c in result.candidates]), directory / 'grid.png')
-    manifest = {
-        'version': MANIFEST_VERSION,
-        'kind': 'imagine',
-        'prompt': result.prompt,
-        'normalized_prompt': result.normalized_prompt,
-        'truncated': result.truncated,
-        'token_count': result.token_count,
-        'seed': result.seed,
-        'grid': 'grid.png',
-        'candidates': [
-            {
-                'rank': c.index + 1,
-                'file': candidate_filename(c.index + 1),
-                'seed': c.seed,
-                'score': round(c.score, 4),
-                'tokens': c.tokens.tolist(),
-            }
-            for c in result.candidates
-        ],
-        'timings': {k: round(v, 4) for k, v in result.timings.items()},
-        **(extra or {}),
-    }
-    write_atomic(directory / MANIFEST_NAME, manifest_json(manifest).encode())
-    return manifest
 
 
 def manifest_json(manifest: dict[str, Any]) -> str:
@@ -110,6 +130,9 @@ class StoredCandidate:
 
 def read_candidate(manifest_path: Path, rank: int) -> StoredCandidate:
     """Candidate `rank` (1-based) of the imagine result whose manifest is at `manifest_path`."""
+    import numpy as np
+    from PIL import Image
+
     if manifest_path.is_dir():
         manifest_path = manifest_path / MANIFEST_NAME
     try:

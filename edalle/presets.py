@@ -11,10 +11,22 @@ after `mini` fetches only the bigger transformer.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edalle.config import BART_CONFIGS, VQGAN_CONFIGS, BartConfig, ClipConfig, VQGANConfig
+
+
+def data_dir_from_env(explicit: str | Path | None = None) -> Path:
+    """The data directory: an explicit path, else `$EDALLE_DATA_DIR`, else `./data`."""
+    return Path(explicit or os.environ.get('EDALLE_DATA_DIR') or 'data')
+
+
+def models_dir(data_dir: Path) -> Path:
+    """Where every preset's files live: `<data dir>/models/<component directory>/`."""
+    return data_dir / 'models'
+
 
 # dalle-mini's VQGAN at the revision its inference notebook pins.
 VQGAN_REPO = 'dalle-mini/vqgan_imagenet_f16_16384'

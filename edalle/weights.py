@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edalle.presets import Component, Preset, get_preset
+from edalle.presets import Component, Preset, get_preset, models_dir
 
 MANIFEST = 'edalle-manifest.json'
 TINY_SEED = 20220710  # E-DALL-E's release date: any fixed number makes the tiny preset reproducible
@@ -39,15 +38,6 @@ class MissingWeights(FileNotFoundError):
             f'Hugging Face Hub), or bring them by hand and run `edalle models import DIR --preset {preset.name}`. '
             'Try `--preset tiny` to run without any downloads (it draws noise).'
         )
-
-
-def data_dir_from_env(explicit: str | Path | None = None) -> Path:
-    """The data directory: an explicit path, else `$EDALLE_DATA_DIR`, else `./data`."""
-    return Path(explicit or os.environ.get('EDALLE_DATA_DIR') or 'data')
-
-
-def models_dir(data_dir: Path) -> Path:
-    return data_dir / 'models'
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -346,7 +336,7 @@ def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True) -> li
 
 def _shape_checks(preset: Preset, data_dir: Path) -> list[Check]:
     """Load each network's weights against its config; loaders raise on any shape mismatch."""
-    from edalle.engine import load_bart, load_clip, load_vqgan_for
+    from edalle.loading import load_bart, load_clip, load_vqgan_for
 
     root = models_dir(data_dir)
     checks = []

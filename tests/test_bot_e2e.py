@@ -22,6 +22,8 @@ from discord_fake.state import image_size
 from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
+from bot.cogs.expand import EXPAND, RATIOS
+from bot.cogs.imagine import PICK, REROLL
 from bot.settings import Settings
 from bot.utils import custom_ids
 from edalle.grid import GAP
@@ -97,8 +99,8 @@ async def wait_for_job(db: Path, job_id: int, predicate: Any, timeout: float = R
 
 
 def assert_grid(message: FakeMessage, job_id: int) -> None:
-    assert message.custom_ids() == [custom_ids.pick(job_id, i) for i in range(9)] + [
-        custom_ids.reroll(job_id),
+    assert message.custom_ids() == [PICK.id(job_id, i) for i in range(9)] + [
+        REROLL.id(job_id),
         custom_ids.cancel(job_id),
     ]
     side = 3 * 256 + 2 * GAP
@@ -144,21 +146,21 @@ def test_imagine_pick_and_expand_by_buttons_across_a_restart(
 
             # A new bot process: nothing in memory; the buttons on the old grid must still work.
             async with edalle_bot(fake, bot_data_dir, worker_db):
-                await fake.click_button(grid, custom_ids.pick(job_id, 2), fake.bob)
+                await fake.click_button(grid, PICK.id(job_id, 2), fake.bob)
                 note = await fake.wait_for_message(None, ephemeral=True)
                 assert 'belong to' in note.content  # someone else's grid: a private note, nothing posted
 
-                await fake.click_button(grid, custom_ids.pick(job_id, 2), fake.alice)
+                await fake.click_button(grid, PICK.id(job_id, 2), fake.alice)
                 picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 3 of job' in m.content)
                 assert image_size(picked.attachments[0].data) == (256, 256)
-                assert custom_ids.expand(job_id, 2, 16, 9) in picked.custom_ids()
-                assert custom_ids.ratios(job_id, 2) in picked.custom_ids()
+                assert EXPAND.id(job_id, 2, '16x9') in picked.custom_ids()
+                assert RATIOS.id(job_id, 2) in picked.custom_ids()
 
                 await fake.click_button(picked, custom_ids.info(job_id, 2), fake.alice)
                 info = await fake.wait_for_message(None, ephemeral=True)
                 assert f'Job #{job_id}' in info.content and 'Seed:' in info.content and 'CLIP score' in info.content
 
-                await fake.click_button(picked, custom_ids.expand(job_id, 2, 16, 9), fake.alice)
+                await fake.click_button(picked, EXPAND.id(job_id, 2, '16x9'), fake.alice)
                 widened, expand_id = await wait_for_widened(fake, fake.channel, '16:9', (448, 256))
 
         for done in (await read_job(worker_db, job_id), await read_job(worker_db, expand_id)):
@@ -225,7 +227,7 @@ def test_slash_commands(worker_db: Path, bot_data_dir: Path, discord_errors: Any
             )
             await wait_for_widened(fake, fake.channel, '9:16', (256, 448))
 
-            await fake.click_button(grid, custom_ids.reroll(job_id), fake.alice)
+            await fake.click_button(grid, REROLL.id(job_id), fake.alice)
             reroll = await fake.wait_for_message(fake.channel, lambda m: 'a castle on a hill' in m.content, timeout=10)
             reroll_id = job_id_in(reroll)
             assert reroll_id != job_id and custom_ids.cancel(reroll_id) in reroll.custom_ids()

@@ -45,7 +45,7 @@ def test_a_draining_queue_of_200_in_one_channel_costs_a_few_position_edits_per_j
         return (running + queue)[:limit]
 
     store.queue_snapshot = queue_snapshot
-    bot = SimpleNamespace(store=store, settings=SimpleNamespace(progress_seconds=3.0, preview_seconds=15.0))
+    bot = SimpleNamespace(store=store, settings=SimpleNamespace(progress_seconds=3.0, preview_seconds=15.0), cogs={})
     courier = Courier(bot)  # type: ignore[arg-type]
 
     async def edit(job: Job, text: str, preview: str | None) -> None:

@@ -229,3 +229,53 @@ def test_a_failed_job_is_reported_and_results_fall_back_to_dms(tmp_path: Path, d
             assert (await bot.store.quota(fake.guild.id, fake.alice.id)).imagines_used == 0  # failed: not charged
 
     run(main(), 60)
+
+
+def test_an_admin_switches_an_operation_off_and_on_and_its_commands_and_buttons_say_so(
+    tmp_path: Path, discord_errors: Any, bot_errors: Any
+) -> None:
+    """`.admin op disable expand`: `.expand` says it is off here, the ratio buttons answer privately, nothing is
+    queued or charged; `/admin op enable` brings it back; both changes are in the audit log."""
+    from PIL import Image
+
+    from bot.cogs.expand import EXPAND
+    from bot.cogs.imagine import PICK
+
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, tmp_path) as bot:
+            status = await say(fake, fake.alice, '.imagine a lighthouse')
+            # Play the worker through the store's own verbs: the job succeeds with two pictures on disk.
+            (job,) = await bot.store.claim('test-worker', WorkerCaps(()), 30)
+            folder = tmp_path / 'images' / str(job.id) / '1'
+            folder.mkdir(parents=True)
+            for name in ('grid.png', 'candidate-1.png', 'candidate-2.png'):
+                Image.new('RGB', (256, 256), (90, 20, 20)).save(folder / name)
+            pictures = [
+                {'index': i, 'path': f'images/{job.id}/1/candidate-{i + 1}.png', 'width': 256, 'height': 256} for i in (0, 1)
+            ]
+            await bot.store.complete(job.lease, {'pictures': pictures, 'grid': f'images/{job.id}/1/grid.png'}, 1.0)
+            grid = await fake.wait_for_edit(status, lambda m: PICK.id(job.id, 0) in m.custom_ids(), timeout=10)
+            await fake.click_button(grid, PICK.id(job.id, 1), fake.alice)
+            picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 2 of job' in m.content, timeout=10)
+
+            answer = await say(fake, fake.moderator, '.admin op disable expand')
+            assert '`expand` is now switched off' in answer.content
+            answer = await say(fake, fake.alice, '.expand 16:9', reply_to=picked)
+            assert 'Expand is switched off in this server' in answer.content
+            await fake.click_button(picked, EXPAND.id(job.id, 1, '16x9'), fake.alice)
+            private = await fake.wait_for_message(None, ephemeral=True, timeout=10)
+            assert 'Expand is switched off in this server' in private.content
+            assert [j.kind for j in await jobs_of(bot, fake.alice.id)] == ['imagine']
+            assert (await bot.store.quota(fake.guild.id, fake.alice.id)).edits_used == 0
+            assert 'queued' in (await say(fake, fake.alice, '.imagine a fox')).content  # the others still work
+            await fake.invoke_slash('admin show', {}, fake.moderator)
+            assert 'Switched off: `expand`' in (await fake.wait_for_message(None, ephemeral=True)).content
+
+            await fake.invoke_slash('admin op', {'action': 'enable', 'operation': 'expand'}, fake.moderator)
+            assert 'switched on' in (await fake.wait_for_message(None, ephemeral=True)).content
+            answer = await say(fake, fake.alice, '.expand 16:9', reply_to=picked)
+            assert 'queued' in answer.content and 'expand to 16:9 of job' in answer.content
+            log = [(e.key, e.old_value, e.new_value) for e in await bot.store.audit_log(fake.guild.id)]
+            assert log[:2] == [('disabled_operations', ['expand'], None), ('disabled_operations', None, ['expand'])]
+
+    run(main(), 60)

@@ -11,23 +11,31 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import discord
 import pytest
 from discord.ext import commands
 
-from bot.admission import fit_imagine
+from bot.admission import fit
+from bot.cogs import expand as expand_cog
+from bot.cogs import imagine as imagine_cog
+from bot.cogs.expand import EXPAND, RATIOS
+from bot.cogs.imagine import PICK, REROLL, grid_view
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
 from bot.launcher import NO_TOKEN, preflight
+from bot.operations import picture_view
 from bot.settings import Settings, SettingsError, read_env_file
 from bot.supervisor import Backoff, WorkerSupervisor, worker_env_with_threads, worker_threads
 from bot.utils import custom_ids
 from bot.utils.images import fit_bytes
 from bot.utils.prompts import check_blocked, clean_prompt, fold
 from bot.utils.ratios import OTHER_RATIOS, check_ratio
-from bot.utils.views import DYNAMIC_ITEMS, candidate_view, grid_view, status_view
+from bot.utils.views import DYNAMIC_ITEMS, status_view
 from edalle.errors import EdalleError, QuotaExceeded
-from edalle.jobs import GuildSettings, JobRequest, Limits
+from edalle.jobs import GuildSettings, Limits
+from edalle.operations import imagine as imagine_op
+from edalle.operations.base import Picture
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = 10**19 - 1  # the largest id the templates accept (SQLite rowids are below 2**63)
@@ -40,19 +48,19 @@ def every_kind_of_id() -> list[str]:
     ids = []
     for job, index in itertools.product((1, 42, BIG), (0, 8, 99)):
         ids += [
-            custom_ids.pick(job, index),
-            custom_ids.reroll(job),
+            PICK.id(job, index),
+            REROLL.id(job),
             custom_ids.cancel(job),
-            custom_ids.expand(job, index, 16, 9),
-            custom_ids.expand(job, index, 99, 99),
-            custom_ids.ratios(job, index),
+            EXPAND.id(job, index, '16x9'),
+            EXPAND.id(job, index, '99x99'),
+            RATIOS.id(job, index),
             custom_ids.info(job, index),
         ]
     return ids
 
 
 def test_every_id_matches_exactly_one_template_and_fits_discord() -> None:
-    templates = [re.compile(t) for t in custom_ids.TEMPLATES.values()]
+    templates = [re.compile(action.template) for action in custom_ids.ACTIONS.values()]
     for custom_id in every_kind_of_id():
         assert len(custom_id) <= custom_ids.MAX_LENGTH
         matching = [t.pattern for t in templates if t.fullmatch(custom_id)]
@@ -60,11 +68,19 @@ def test_every_id_matches_exactly_one_template_and_fits_discord() -> None:
 
 
 def test_dynamic_items_use_the_templates_and_ids_round_trip() -> None:
-    assert {item.__discord_ui_compiled_template__.pattern for item in DYNAMIC_ITEMS} == set(custom_ids.TEMPLATES.values())
-    action, match = custom_ids.parse(custom_ids.expand(12, 3, 9, 16))
+    items = (*DYNAMIC_ITEMS, *imagine_cog.ITEMS, *expand_cog.ITEMS)
+    templates = {action.template for action in custom_ids.ACTIONS.values()}
+    assert {item.__discord_ui_compiled_template__.pattern for item in items} == templates
+    action, match = custom_ids.parse(EXPAND.id(12, 3, '9x16'))
     assert (action, match['job_id'], match['index'], match['width'], match['height']) == ('expand', '12', '3', '9', '16')
     assert custom_ids.parse('persistent_view:green') is None
     assert custom_ids.parse('ed:pick:12:3:extra') is None
+
+
+def candidate_view(job_id: int, index: int) -> discord.ui.View:
+    """The view under a picked 256×256 candidate, as `picture_view` lays out the loaded operation cogs' controls."""
+    bot = SimpleNamespace(cogs={'Imagine': imagine_cog.Imagine(None), 'Expand': expand_cog.Expand(None)})  # type: ignore[arg-type]
+    return picture_view(bot, SimpleNamespace(id=job_id), Picture(index, 'x.png', 256, 256))  # type: ignore[arg-type]
 
 
 def test_views_fit_discord_rows_and_every_item_is_persistent() -> None:
@@ -72,17 +88,19 @@ def test_views_fit_discord_rows_and_every_item_is_persistent() -> None:
         assert view.timeout is None and view.is_persistent()
         rows = view.to_components()
         assert len(rows) <= 5 and all(len(row['components']) <= 5 for row in rows)
+    picked = [c['custom_id'] for row in candidate_view(7, 2).to_components() for c in row['components']]
+    assert picked == [EXPAND.id(7, 2, '16x9'), EXPAND.id(7, 2, '9x16'), custom_ids.info(7, 2), RATIOS.id(7, 2)]
     grid = [c['custom_id'] for row in grid_view(7, 9).to_components() for c in row['components']]
-    assert grid == [custom_ids.pick(7, i) for i in range(9)] + [custom_ids.reroll(7), custom_ids.cancel(7)]
+    assert grid == [PICK.id(7, i) for i in range(9)] + [REROLL.id(7), custom_ids.cancel(7)]
 
 
 def test_message_target_reads_the_job_behind_a_message() -> None:
-    grid = [custom_ids.pick(5, i) for i in range(9)] + [custom_ids.reroll(5)]
-    candidate = [custom_ids.expand(5, 2, 16, 9), custom_ids.info(5, 2), custom_ids.ratios(5, 2)]
-    assert custom_ids.message_target(grid) == ('grid', 5, None)
-    assert custom_ids.message_target(candidate) == ('candidate', 5, 2)
-    assert custom_ids.message_target([custom_ids.cancel(5)]) is None
-    assert custom_ids.message_target(['something:else']) is None
+    grid = [PICK.id(5, i) for i in range(9)] + [REROLL.id(5)]
+    candidate = [EXPAND.id(5, 2, '16x9'), custom_ids.info(5, 2), RATIOS.id(5, 2)]
+    assert custom_ids.first_match(PICK, grid)['job_id'] == '5' and custom_ids.picture_target(grid) is None
+    assert custom_ids.picture_target(candidate) == (5, 2)
+    assert custom_ids.picture_target([custom_ids.cancel(5)]) is None
+    assert custom_ids.picture_target(['something:else']) is None
 
 
 # -- settings -----------------------------------------------------------------------------------------------
@@ -145,13 +163,13 @@ def test_blocked_words_are_whole_words_ignoring_case_and_accents() -> None:
     check_blocked('anything', [])
 
 
-def test_fit_imagine_names_the_blocked_word_and_caps_candidates_with_the_settings_enqueue_read() -> None:
-    draft = JobRequest.imagine(user_id=1, guild_id=2, channel_id=3, prompt='a CAFE', n=9, preset='tiny', request_key='k')
+def test_fit_names_the_blocked_word_and_caps_candidates_with_the_settings_enqueue_read() -> None:
+    draft = imagine_op.request(user_id=1, guild_id=2, channel_id=3, prompt='a CAFE', n=9, preset='tiny', request_key='k')
     with pytest.raises(BlockedWord, match='“café”'):
-        fit_imagine(draft, GuildSettings(2, blocked_words=('café',)), Limits())
-    fitted = fit_imagine(draft, GuildSettings(2), Limits(candidates_per_imagine=2))
+        fit(draft, GuildSettings(2, blocked_words=('café',)), Limits())
+    fitted = fit(draft, GuildSettings(2), Limits(candidates_per_imagine=2))
     assert (fitted.payload['n'], fitted.compat_key, fitted.request_key) == (2, 'imagine:tiny:2', 'k')
-    assert fit_imagine(draft, GuildSettings(2), Limits(candidates_per_imagine=16)) is draft
+    assert fit(draft, GuildSettings(2), Limits(candidates_per_imagine=16)) is draft
 
 
 def test_long_prompts_are_cut_at_a_word_and_flagged() -> None:

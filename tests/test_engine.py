@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edalle.engine import Engine, ImagineRequest, RequestError
+from edalle.engine import Engine
+from edalle.operations.base import RequestError
+from edalle.operations.imagine import ImagineRequest
 
 
 @pytest.fixture(scope='module')

@@ -32,8 +32,9 @@ from bot.settings import Settings
 from bot.uploads import normalize, upload_path
 from bot.utils import custom_ids
 from edalle import errors
-from edalle.jobs import BOT_WIDE, EXPAND, JobRequest, JobStatus, SqliteJobStore, WorkerCaps
+from edalle.jobs import BOT_WIDE, JobRequest, JobStatus, SqliteJobStore, WorkerCaps
 from edalle.jobs.postgres import PostgresJobStore
+from edalle.operations import expand as expand_op
 
 # ---- pictures ----------------------------------------------------------------------------------------------
 
@@ -84,7 +85,7 @@ def open_store(name: str, tmp_path: Path) -> Any:
 
 
 def upload_request(user_id: int = 1, source_path: str = 'uploads/abc123.png', **kwargs: Any) -> JobRequest:
-    return JobRequest.expand_upload(
+    return expand_op.request(
         user_id=user_id, guild_id=10, channel_id=20, source_path=source_path, source_name='cat.png', preset='tiny', **kwargs
     )
 
@@ -97,10 +98,10 @@ def test_an_expand_of_an_uploaded_picture_needs_no_parent_and_exactly_one_source
             await store.set_limit(0, 'cooldown_seconds', 0, actor_id=None)
             admission = await store.enqueue(upload_request(ratio='16:9', steps=3, request_key='k1'))
             job = admission.job
-            assert job.kind == EXPAND and job.parent_job_id is None and job.parent_index is None
+            assert job.kind == 'expand' and job.parent_job_id is None and job.parent_index is None
             assert job.payload['source_path'] == 'uploads/abc123.png' and job.payload['source_name'] == 'cat.png'
             assert job.compat_key == 'expand:tiny'
-            assert admission.quota.expands_used == 1  # charged as an expand
+            assert admission.quota.edits_used == 1  # charged as an expand
             assert (await store.enqueue(upload_request(request_key='k1'))).created is False
 
             both = JobRequest(**{**_fields(upload_request()), 'parent_job_id': job.id, 'parent_index': 0})
@@ -216,10 +217,10 @@ def test_unusable_attachments_are_refused_and_nothing_is_queued_charged_or_kept(
             # A good picture refused by the store (no expands left today): the stored copy is removed again.
             await bot.store.set_setting(BOT_WIDE, 'daily_expands', 0, actor_id=None, reason='tests')
             answer = await expand([('fine.png', png(), 'image/png')])
-            assert "today's expand jobs" in answer
+            assert "today's edit jobs" in answer
 
             assert await bot.store.user_jobs(fake.alice.id, active_only=False) == []
-            assert (await bot.store.quota(fake.guild.id, fake.alice.id)).expands_used == 0
+            assert (await bot.store.quota(fake.guild.id, fake.alice.id)).edits_used == 0
             uploads = tmp_path / 'uploads'
             assert not uploads.exists() or not any(uploads.iterdir())
 

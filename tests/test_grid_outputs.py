@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edalle.engine import Candidate, ImagineResult
 from edalle.grid import GAP, grid_shape, make_grid
-from edalle.outputs import read_candidate, write_atomic, write_imagine_result
+from edalle.operations.imagine import Candidate, ImagineResult, write_result
+from edalle.outputs import read_candidate, write_atomic
 
 
 def solid(color: tuple[int, int, int], size: int = 32) -> Image.Image:
@@ -50,7 +50,7 @@ def fake_result(n: int = 3) -> ImagineResult:
 
 def test_imagine_result_round_trips_through_disk(tmp_path) -> None:
     result = fake_result()
-    manifest = write_imagine_result(result, tmp_path / 'run', extra={'preset': 'tiny'})
+    manifest = write_result(result, tmp_path / 'run', extra={'preset': 'tiny'})
     on_disk = json.loads((tmp_path / 'run' / 'manifest.json').read_text())
     assert on_disk == manifest
     assert on_disk['preset'] == 'tiny' and on_disk['seed'] == 7 and on_disk['grid'] == 'grid.png'
@@ -63,7 +63,7 @@ def test_imagine_result_round_trips_through_disk(tmp_path) -> None:
 
 
 def test_read_candidate_errors_are_clear(tmp_path) -> None:
-    write_imagine_result(fake_result(), tmp_path)
+    write_result(fake_result(), tmp_path)
     with pytest.raises(ValueError, match='candidates 1 to 3'):
         read_candidate(tmp_path / 'manifest.json', 4)
     (tmp_path / 'broken').mkdir()

@@ -14,13 +14,14 @@ import asyncio
 import random
 
 from edalle.jobs import JobRequest, JobStatus, SqliteJobStore, WorkerCaps
+from edalle.operations import imagine as imagine_op
 
 CAPS = WorkerCaps(compat_prefixes=('imagine:tiny:',), max_batch=4)
 LEASE = 30.0
 
 
 def imagine(user_id: int, key: str | None = None) -> JobRequest:
-    return JobRequest.imagine(
+    return imagine_op.request(
         user_id=user_id, guild_id=10, channel_id=20, prompt='a cat', n=2, preset='tiny', request_key=key
     )
 

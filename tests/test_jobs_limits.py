@@ -10,9 +10,11 @@ from datetime import datetime, timezone
 import pytest
 
 from edalle import errors
-from edalle.jobs import BOT_WIDE, JobRequest, JobStatus, Limits, SqliteJobStore, WorkerCaps
+from edalle.jobs import BOT_WIDE, JobStatus, Limits, SqliteJobStore, WorkerCaps
 from edalle.jobs.clock import ManualClock
 from edalle.jobs.limits import day_bounds, find_blocked_word, validate_setting
+from edalle.operations import expand as expand_op
+from edalle.operations import imagine as imagine_op
 
 GUILD = 10
 CAPS = WorkerCaps(('imagine:tiny:', 'expand:tiny'))
@@ -31,7 +33,7 @@ def run(body, tmp_path):
 
 
 def imagine(user_id=1, guild_id=GUILD, channel_id=20, prompt='a cat', n=9):
-    return JobRequest.imagine(user_id=user_id, guild_id=guild_id, channel_id=channel_id, prompt=prompt, n=n, preset='tiny')
+    return imagine_op.request(user_id=user_id, guild_id=guild_id, channel_id=channel_id, prompt=prompt, n=n, preset='tiny')
 
 
 def test_daily_quota_is_counted_refused_with_its_reset_time_and_given_back(tmp_path):
@@ -78,7 +80,7 @@ def test_expand_quota_is_separate_and_checks_the_parent(tmp_path):
         parent = (await store.enqueue(imagine())).job
 
         def expand(index=0, parent_job_id=parent.id, steps=None):
-            return JobRequest.expand(
+            return expand_op.request(
                 user_id=1,
                 guild_id=GUILD,
                 channel_id=20,
@@ -100,12 +102,12 @@ def test_expand_quota_is_separate_and_checks_the_parent(tmp_path):
             await store.enqueue(expand(steps=201))
         admission = await store.enqueue(expand(index=1))
         assert admission.job.parent_job_id == parent.id and admission.job.compat_key == 'expand:tiny'
-        with pytest.raises(errors.QuotaExceeded, match="all 1 of today's expand jobs"):
+        with pytest.raises(errors.QuotaExceeded, match="all 1 of today's edit jobs"):
             await store.enqueue(expand())
         return admission.quota
 
     quota = run(body, tmp_path)
-    assert (quota.imagines_used, quota.expands_used, quota.expands_left) == (1, 1, 0)
+    assert (quota.imagines_used, quota.edits_used, quota.edits_left) == (1, 1, 0)
 
 
 def test_pending_cooldown_and_queue_cap(tmp_path):
@@ -147,10 +149,10 @@ def test_limits_layer_code_defaults_bot_wide_guild_and_user(tmp_path):
         return mine, other, elsewhere, in_dms, reset
 
     mine, other, elsewhere, in_dms, reset = run(body, tmp_path)
-    assert (mine.daily_imagines, mine.daily_expands) == (100, 7)
-    assert (other.daily_imagines, other.daily_expands) == (40, 5)
-    assert (elsewhere.daily_imagines, elsewhere.daily_expands) == (50, 7)
-    assert (in_dms.daily_imagines, in_dms.daily_expands) == (50, 5)
+    assert (mine.daily_imagines, mine.daily_edits) == (100, 7)
+    assert (other.daily_imagines, other.daily_edits) == (40, 5)
+    assert (elsewhere.daily_imagines, elsewhere.daily_edits) == (50, 7)
+    assert (in_dms.daily_imagines, in_dms.daily_edits) == (50, 5)
     assert reset.daily_imagines == 40
 
 

@@ -19,8 +19,9 @@ from pg_server import pg_server, pg_url  # noqa: F401  (fixtures)
 
 from edalle import errors
 from edalle.db import Migration
-from edalle.jobs import JobRequest, JobStatus, WorkerCaps
+from edalle.jobs import JobStatus, WorkerCaps
 from edalle.jobs.postgres import MIGRATIONS_DIR, PostgresJobStore, load_migrations
+from edalle.operations import imagine as imagine_op
 
 JOBS = 1_000
 CLAIMERS = 8
@@ -117,7 +118,7 @@ def test_an_expired_lease_on_the_servers_clock_is_redelivered_and_the_stale_work
         try:
             assert abs(old_host._db_clock.offset) < 1.0  # same machine: the measured offset is tiny
             await old_host.set_limit(0, 'cooldown_seconds', 0, actor_id=None)
-            request = JobRequest.imagine(user_id=1, guild_id=10, channel_id=20, prompt='x', preset='tiny')
+            request = imagine_op.request(user_id=1, guild_id=10, channel_id=20, prompt='x', preset='tiny')
             job_id = (await old_host.enqueue(request)).job.id
             [old] = await old_host.claim('old', CAPS, 0.3)
             assert await new_host.claim('new', CAPS, 0.3) == []  # still leased
@@ -144,7 +145,7 @@ def test_concurrent_enqueues_for_one_user_cannot_both_take_the_last_slot(pg_url)
                 await bots[0].set_limit(0, key, value, actor_id=None)
 
             async def attempt(bot, i):
-                request = JobRequest.imagine(user_id=7, guild_id=10, channel_id=20, prompt=f'p{i}', preset='tiny')
+                request = imagine_op.request(user_id=7, guild_id=10, channel_id=20, prompt=f'p{i}', preset='tiny')
                 try:
                     return (await bot.enqueue(request)).job.id
                 except errors.TooManyPending:

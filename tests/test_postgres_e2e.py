@@ -24,6 +24,8 @@ from discord_fake import ThreadedFakeDiscord
 from discord_fake.state import image_size
 from pg_server import shared_server
 
+from bot.cogs.expand import EXPAND
+from bot.cogs.imagine import PICK
 from bot.utils import custom_ids
 from edalle.jobs import BOT_WIDE, Job, JobStatus
 from edalle.jobs.postgres import PostgresJobStore
@@ -139,10 +141,10 @@ def test_bot_and_two_workers_on_postgres_post_every_result_once(
     assert all(len(g.attachments) == 1 and image_size(g.attachments[0].data)[0] > 3 * 256 for g in grids)
 
     alice_job = job_id_in(statuses[0])
-    server.call(fake.click_button(grids[0], custom_ids.pick(alice_job, 2), fake.alice))
+    server.call(fake.click_button(grids[0], PICK.id(alice_job, 2), fake.alice))
     picked = server.call(fake.wait_for_message(fake.channel, lambda m: 'candidate 3 of job' in m.content, timeout=30), 40)
     assert image_size(picked.attachments[0].data) == (256, 256)
-    server.call(fake.click_button(picked, custom_ids.expand(alice_job, 2, 16, 9), fake.alice))
+    server.call(fake.click_button(picked, EXPAND.id(alice_job, 2, '16x9'), fake.alice))
     expand_status = server.call(fake.wait_for_message(fake.channel, lambda m: 'expand to 16:9' in m.content, timeout=30), 40)
     expand_id = job_id_in(expand_status)
 

@@ -21,6 +21,8 @@ from edalle import errors
 from edalle.jobs import Ack, JobRequest, JobStatus, JobStore, Progress, SqliteJobStore, WorkerCaps
 from edalle.jobs.clock import ManualClock
 from edalle.jobs.postgres import PostgresJobStore
+from edalle.operations import expand as expand_op
+from edalle.operations import imagine as imagine_op
 
 CAPS = WorkerCaps(compat_prefixes=('imagine:tiny:', 'expand:tiny'), max_batch=1)
 LEASE = 30.0
@@ -64,7 +66,7 @@ def run(body, backend: Backend, limits: dict[str, Any] | None = None, **store_kw
 
 
 def imagine(user_id, prompt='a cat', n=9, **kwargs):
-    return JobRequest.imagine(user_id=user_id, guild_id=10, channel_id=20, prompt=prompt, n=n, preset='tiny', **kwargs)
+    return imagine_op.request(user_id=user_id, guild_id=10, channel_id=20, prompt=prompt, n=n, preset='tiny', **kwargs)
 
 
 async def finish(store, job, seconds=1.0):
@@ -157,8 +159,8 @@ def test_expand_jobs_are_claimed_one_at_a_time(backend):
         await store.claim('w', CAPS, LEASE)
         await finish(store, await store.get(parent.id))
         for user in (2, 3):
-            request = JobRequest.expand(
-                user_id=user, guild_id=10, channel_id=20, parent_job_id=parent.id, parent_index=0, preset='tiny'
+            request = expand_op.request(
+                user_id=user, guild_id=10, channel_id=20, parent_job_id=parent.id, parent_index=0, preset='tiny', admin=True
             )
             await store.enqueue(request)
         return await store.claim('w', WorkerCaps(('expand:tiny',), max_batch=4), LEASE)

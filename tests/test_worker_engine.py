@@ -1,5 +1,6 @@
 """End to end through the real engine: a worker process on the `tiny` preset (real architectures,
-small random weights, CPU) runs an imagine job, then an expand job on its best candidate."""
+small random weights, CPU) runs an imagine job, an expand job on its best candidate, and an expand of that
+widened picture; the lineage of the last reads as the chain of all three."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pytest
 from PIL import Image
 from worker_runners import job_row, wait_until
 
+from bot.operations import lineage_text
 from edalle.jobs import JobRequest, SqliteJobStore
+from edalle.operations import expand as expand_op
+from edalle.operations import imagine as imagine_op
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -33,12 +37,12 @@ def enqueue(db, request: JobRequest) -> int:
 def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
     db, data = tmp_path / 'edalle.db', bot_data_dir  # shared: tiny weights and JAX's compile cache are made once
     imagine = enqueue(
-        db, JobRequest.imagine(user_id=1, guild_id=1, channel_id=2, prompt='a red lighthouse', n=2, seed=7, preset='tiny')
+        db, imagine_op.request(user_id=1, guild_id=1, channel_id=2, prompt='a red lighthouse', n=2, seed=7, preset='tiny')
     )
     command = [sys.executable, '-m', 'edalle.worker', '--db', str(db), '--data-dir', str(data), '--preset', 'tiny']
     log = open(tmp_path / 'worker.out', 'ab')  # noqa: SIM115
     worker = subprocess.Popen(
-        [*command, '--max-jobs', '2', '--batch', '2'], stdout=log, stderr=subprocess.STDOUT, env=os.environ
+        [*command, '--max-jobs', '3', '--batch', '2'], stdout=log, stderr=subprocess.STDOUT, env=os.environ
     )
     log.close()
     try:
@@ -47,7 +51,7 @@ def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
         )
         assert row['status'] == 'succeeded', (row['error'], (tmp_path / 'worker.out').read_text()[-3000:])
         result = json.loads(row['result'])
-        candidates = result['candidates']
+        candidates = result['pictures']
         assert [c['index'] for c in candidates] == [0, 1] and candidates[0]['score'] >= candidates[1]['score']
         for c in candidates:
             assert (data / c['path']).is_file() and len(c['tokens']) == 16 and len(c['tokens'][0]) == 16
@@ -55,8 +59,19 @@ def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
 
         expand = enqueue(
             db,
-            JobRequest.expand(
+            expand_op.request(
                 user_id=1, guild_id=1, channel_id=2, parent_job_id=imagine, parent_index=0, steps=2, preset='tiny'
+            ),
+        )
+        row = wait_until(
+            lambda: (r := job_row(db, expand))['status'] not in ('queued', 'running') and r, timeout=400, interval=0.5
+        )
+        assert row['status'] == 'succeeded', (row['error'], (tmp_path / 'worker.out').read_text()[-3000:])
+        # any result is a parent: the widened picture widened again
+        again = enqueue(
+            db,
+            expand_op.request(
+                user_id=1, guild_id=1, channel_id=2, parent_job_id=expand, parent_index=0, steps=2, preset='tiny'
             ),
         )
         assert worker.wait(400) == 0, (tmp_path / 'worker.out').read_text()[-3000:]
@@ -67,6 +82,19 @@ def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
     row = job_row(db, expand)
     assert row['status'] == 'succeeded', (row['error'], (tmp_path / 'worker.out').read_text()[-3000:])
     result = json.loads(row['result'])
-    with Image.open(data / result['path']) as image:
-        assert image.size == (result['width'], result['height']) == (448, 256)
+    (picture,) = result['pictures']
+    with Image.open(data / picture['path']) as image:
+        assert image.size == (picture['width'], picture['height']) == (448, 256)
     assert result['parent_job_id'] == imagine and result['prompt'] == 'a red lighthouse'
+    row = job_row(db, again)
+    assert row['status'] == 'succeeded', (row['error'], (tmp_path / 'worker.out').read_text()[-3000:])
+    assert json.loads(row['result'])['prompt'] == 'a red lighthouse'  # the prompt follows the chain
+
+    async def chain() -> str:
+        store = await SqliteJobStore.open(db)
+        try:
+            return await lineage_text(store, await store.get(again), 0)
+        finally:
+            await store.close()
+
+    assert asyncio.run(chain()) == f'imagine #{imagine} → pick 1 → expand 16:9 #{expand} → expand 16:9 #{again}'

@@ -16,9 +16,10 @@ from discord.ext import commands
 
 from bot.errors import GuildOnly, NotAdmin
 from bot.utils.checks import is_bot_admin
+from edalle import operations
 from edalle.errors import InvalidSetting
 from edalle.jobs import Limits
-from edalle.jobs.limits import SETTING_SPECS
+from edalle.jobs.limits import SETTING_SPECS, canonical_key
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -28,13 +29,15 @@ RESET_WORDS = {'default', 'reset', 'none', 'off'}
 NO_PINGS = discord.AllowedMentions.none()
 LimitKey = Literal[
     'daily_imagines',
-    'daily_expands',
+    'daily_edits',
     'pending_per_user',
     'queue_cap',
     'candidates_per_imagine',
     'expand_steps',
     'cooldown_seconds',
+    'daily_expands',  # the old name of daily_edits, still accepted
 ]
+OPERATION_CHOICES = [app_commands.Choice(name=operation.title, value=operation.name) for operation in operations.OPERATIONS]
 
 
 def _value(text: str) -> Any:
@@ -75,7 +78,8 @@ class Admin(commands.Cog):
         words = ', '.join(f'`{w}`' for w in settings.blocked_words) or 'none'
         channels = ', '.join(f'<#{c}>' for c in settings.allowed_channel_ids) or 'every channel'
         role = f'<@&{settings.admin_role_id}>' if settings.admin_role_id else 'none (Manage Server only)'
-        lines += [f'Blocked words: {words}', f'Allowed channels: {channels}', f'Admin role: {role}']
+        off = ', '.join(f'`{name}`' for name in settings.disabled_operations) or 'none'
+        lines += [f'Blocked words: {words}', f'Allowed channels: {channels}', f'Admin role: {role}', f'Switched off: {off}']
         await ctx.send('\n'.join(lines), ephemeral=True, allowed_mentions=NO_PINGS)
 
     @admin.command(name='set')
@@ -83,7 +87,7 @@ class Admin(commands.Cog):
     async def set_limit(self, ctx: commands.Context[EDalleBot], key: LimitKey, value: str) -> None:
         """Set a limit for everyone in this server."""
         await self._set(ctx, key, _value(value))
-        await ctx.send(f'`{key}` is now {value.strip()} in this server.', ephemeral=True)
+        await ctx.send(f'`{canonical_key(key)}` is now {value.strip()} in this server.', ephemeral=True)
 
     @admin.command(name='user')
     @app_commands.describe(member='Whose limit', key='Which limit', value='A number, or "default"')
@@ -91,7 +95,25 @@ class Admin(commands.Cog):
         """Set one member's own limit (overrides the server's)."""
         assert ctx.guild is not None
         await self.bot.store.set_override(ctx.guild.id, member.id, key, _value(value), actor_id=ctx.author.id)
-        await ctx.send(f'`{key}` for {member.mention} is now {value.strip()}.', ephemeral=True, allowed_mentions=NO_PINGS)
+        await ctx.send(
+            f'`{canonical_key(key)}` for {member.mention} is now {value.strip()}.', ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    @admin.command(name='op')
+    @app_commands.describe(action='Switch the operation on or off in this server', operation='Which operation')
+    @app_commands.choices(operation=OPERATION_CHOICES)
+    async def op(self, ctx: commands.Context[EDalleBot], action: Literal['enable', 'disable'], operation: str) -> None:
+        """Switch an operation (imagine, expand, …) off or on again in this server; audited."""
+        assert ctx.guild is not None
+        name = operation.strip().lower()
+        if operations.get(name) is None:
+            known = ', '.join(f'`{n}`' for n in operations.names())
+            raise InvalidSetting(f'There is no operation called `{name}`. Known: {known}.')
+        current = set((await self.bot.store.get_settings(ctx.guild.id)).disabled_operations)
+        wanted = current | {name} if action == 'disable' else current - {name}
+        await self._set(ctx, 'disabled_operations', sorted(wanted) or None)
+        state = 'switched off' if action == 'disable' else 'switched on'
+        await ctx.send(f'`{name}` is now {state} in this server.', ephemeral=True)
 
     @admin.command(name='ban')
     @app_commands.describe(member='Who may no longer use the image commands', reason='Shown to them')

@@ -1,16 +1,17 @@
-"""`.expand` / `/expand`, the ratio buttons and select under a picked candidate, ↔️ reactions, and ℹ️.
+"""expand's Discord side: `.expand` / `/expand`, the ratio buttons and select under a picture, ↔️ reactions.
 
-An expand widens candidate *i* of a finished imagine job, or a picture of the member's own. The member
-says which by clicking under the picked candidate, reacting ↔️ on it, replying `.expand [ratio] [prompt]`
-to one of the bot's pictures (a grid means its best candidate), attaching an image to `.expand` (or the
-`image` option of `/expand`), or replying `.expand` to any message with an image attached.
+An expand widens a picture of a finished job, or a picture of the member's own. The member says which by
+clicking under a picture, reacting ↔️ on it, replying `.expand [ratio] [prompt]` to one of the bot's
+pictures (a grid means its best candidate), attaching an image to `.expand` (or the `image` option of
+`/expand`), or replying `.expand` to any message with an image attached.
 
 Which picture, when a command could mean several (`TARGET_ORDER`, also in the help text): an image
 attached to the command itself wins, since attaching it is the most explicit thing a member can do; then
-the replied-to message: one of the bot's pictures means that candidate (a widened picture means its
-source again), any other message means its first image attachment. Typed ratios are checked against the
+the replied-to message: one of the bot's pictures means that picture (a widened picture means its source
+again), any other message means its first image attachment. Typed ratios are checked against the
 expander's geometry, and an uploaded picture against the expander's own file limits (`bot.uploads`),
-before anything is stored or queued.
+before anything is stored or queued. The expander widens 256×256 pictures, so those are the ones that get
+the ratio controls.
 """
 
 from __future__ import annotations
@@ -18,32 +19,39 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import check_channel_permissions, expand_request, expand_upload_request, prepare_prompt, submit
-from bot.cogs.imagine import request_key, send_note
+from bot.admission import check_channel_permissions, prepare_prompt, request_key, submit
 from bot.errors import EdalleError, NothingToExpand, user_message
+from bot.operations import OperationCog, send_note
 from bot.uploads import discard_upload, store_upload
-from bot.utils import render, results
+from bot.utils import custom_ids, render
 from bot.utils.checks import require_owner
-from bot.utils.custom_ids import message_target, parse
+from bot.utils.custom_ids import INDEX, JOB, RATIO, Action, picture_target
 from bot.utils.images import looks_like_image
-from bot.utils.ratios import WIDE, check_ratio
-from bot.utils.views import WIDE_EMOJI
-from edalle.errors import JobNotFound
-from edalle.jobs import EXPAND, IMAGINE, Job, JobStatus
+from bot.utils.ratios import OTHER_RATIOS, TALL, WIDE, check_ratio
+from bot.utils.views import dispatch
+from edalle.jobs import Job, JobStatus
+from edalle.operations import expand
+from edalle.operations.base import PICTURE_SIDE, Picture, picture_of, pictures_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
 
 log = logging.getLogger(__name__)
 
+WIDE_EMOJI = '↔️'
+TALL_EMOJI = '↕️'
 _LOOKS_LIKE_RATIO = re.compile(r'^\d+(\.\d+)?\s*[:x×/]\s*\d+(\.\d+)?$', re.IGNORECASE)
 
+#: a ratio button under a picture: expand picture `index` of job `job_id`
+EXPAND = Action('expand', JOB, INDEX, RATIO, owner=__name__)
+#: the select of other ratios under a picture (the chosen value is `W:H`)
+RATIOS = Action('ratios', JOB, INDEX, owner=__name__)
 
 TARGET_ORDER = (
     'Which picture: an image attached to the command wins; otherwise the message you reply to '
@@ -51,9 +59,63 @@ TARGET_ORDER = (
 )
 
 
+class ExpandButton(discord.ui.DynamicItem[discord.ui.Button], template=EXPAND.template):
+    """Widen picture `index` of job `job_id` to width:height."""
+
+    def __init__(self, job_id: int, index: int, width: int, height: int) -> None:
+        button = discord.ui.Button(
+            label=f'{width}:{height}',
+            emoji=WIDE_EMOJI if width > height else TALL_EMOJI,
+            style=discord.ButtonStyle.primary,
+            custom_id=EXPAND.id(job_id, index, f'{width}x{height}'),
+            row=0,
+        )
+        super().__init__(button)
+        self.job_id, self.index, self.ratio = job_id, index, (width, height)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> ExpandButton:
+        return cls(int(match['job_id']), int(match['index']), int(match['width']), int(match['height']))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await dispatch(interaction, 'Expand', 'on_expand', self.job_id, self.index, f'{self.ratio[0]}:{self.ratio[1]}')
+
+
+class RatioSelect(discord.ui.DynamicItem[discord.ui.Select], template=RATIOS.template):
+    """The other ratios under a picture; choosing one starts the expand."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        select = discord.ui.Select(
+            custom_id=RATIOS.id(job_id, index),
+            placeholder='Expand to another ratio…',
+            options=[
+                discord.SelectOption(label=f'{w}:{h}', value=f'{w}:{h}', description=description)
+                for w, h, description in OTHER_RATIOS
+            ],
+            row=1,
+        )
+        super().__init__(select)
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> RatioSelect:
+        return cls(int(match['job_id']), int(match['index']))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        ratio = self.item.values[0] if self.item.values else f'{WIDE[0]}:{WIDE[1]}'
+        await dispatch(interaction, 'Expand', 'on_expand', self.job_id, self.index, ratio)
+
+
+ITEMS = (ExpandButton, RatioSelect)
+
+
 @dataclass(frozen=True)
 class Target:
-    """What a command widens: a candidate (`job_id`, `index`), a new attachment, or an earlier upload again."""
+    """What a command widens: a picture (`job_id`, `index`), a new attachment, or an earlier upload again."""
 
     job_id: int | None = None
     index: int = 0
@@ -65,11 +127,64 @@ def components_of(message: discord.Message) -> list[str]:
     return [getattr(c, 'custom_id', None) or '' for row in message.components for c in getattr(row, 'children', [])]
 
 
-class Expand(commands.Cog):
-    """Widen a picked candidate to another aspect ratio (E-DALL-E)."""
+def source_of(job: Job) -> str:
+    """What an expand widens: a picture of a job, or the member's own picture (by its file name)."""
+    if job.parent_job_id is not None:
+        return f'job #{job.parent_job_id}, candidate {(job.parent_index or 0) + 1}'
+    name = (job.payload or {}).get('source_name')
+    return f'your image {render.quoted(str(name), 80)}' if name else 'your image'
 
-    def __init__(self, bot: EDalleBot) -> None:
-        self.bot = bot
+
+def accepts(picture: Picture) -> bool:
+    """The expander widens a 256×256 picture (a square of 16×16 tokens)."""
+    return (picture.width, picture.height) == (PICTURE_SIDE, PICTURE_SIDE)
+
+
+class Expand(OperationCog):
+    """Widen a picture to another aspect ratio (E-DALL-E)."""
+
+    operation = expand.OPERATION
+    shows_previews = True
+    stages = {'expand': 'expanding'}
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*ITEMS)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(*ITEMS)
+
+    # -- how its jobs read ------------------------------------------------------------------------------------
+
+    def describe(self, job: Job) -> str:
+        ratio = (job.payload or {}).get('ratio', '16:9')
+        return f'↔️ expand to {ratio} of {source_of(job)}'
+
+    def picture_controls(self, job: Job, picture: Picture) -> list[discord.ui.Item[Any]]:
+        if not accepts(picture):
+            return []
+        return [
+            ExpandButton(job.id, picture.index, *WIDE),
+            ExpandButton(job.id, picture.index, *TALL),
+            RatioSelect(job.id, picture.index),
+        ]
+
+    def picture_hint(self, job: Job, picture: Picture) -> str | None:
+        return 'Expand it with ↔️ 16:9, ↕️ 9:16 or another ratio below (or react ↔️).' if accepts(picture) else None
+
+    def info_details(self, job: Job) -> list[str]:
+        result, payload = job.result or {}, job.payload or {}
+        settings = result.get('settings') if isinstance(result.get('settings'), dict) else {}
+        picture = picture_of(result, 0)
+        lines = [f'Expanded {source_of(job)} to {payload.get("ratio")}']
+        steps = settings.get('steps', payload.get('steps'))
+        if steps is not None:
+            lines.append(f'Steps: {steps}')
+        if picture is not None:
+            lines.append(f'Width: {picture.width}')
+            lines.append(f'Height: {picture.height}')
+        return lines
+
+    # -- starting one -----------------------------------------------------------------------------------------
 
     async def start_expand(
         self,
@@ -82,19 +197,16 @@ class Expand(commands.Cog):
         ratio: str,
         prompt: str | None,
         key: str,
-        post_first: bool = False,
     ) -> None:
         """Checks, enqueue and status message for every way of asking (button, select, reaction, command)."""
         width, height = check_ratio(ratio)
         parent = await self.bot.store.get(job_id)
-        if parent.kind != IMAGINE:
-            raise JobNotFound(job_id)
-        await require_owner(self.bot, user, guild, parent)
+        admin = await require_owner(self.bot, user, guild, parent)
         check_channel_permissions(channel)
         if prompt:
             prompt, _ = await prepare_prompt(self.bot, guild.id if guild else None, prompt)
-        request = await expand_request(
-            self.bot,
+        limits = await self.bot.store.get_limits(guild.id if guild else None, user.id)
+        request = expand.request(
             user_id=user.id,
             guild_id=guild.id if guild else None,
             channel_id=getattr(channel, 'id', None),
@@ -102,7 +214,10 @@ class Expand(commands.Cog):
             parent_index=index,
             ratio=f'{width}:{height}',
             prompt=prompt,
+            steps=limits.expand_steps,  # the admins' limit is also what is asked for
+            preset=self.bot.settings.preset,
             request_key=key,
+            admin=admin,
         )
 
         async def post(content: str, view: discord.ui.View) -> discord.Message:
@@ -137,8 +252,8 @@ class Expand(commands.Cog):
             assert attachment is not None
             path, name = await store_upload(self.bot, attachment, key)
             stored = True
-        request = await expand_upload_request(
-            self.bot,
+        limits = await self.bot.store.get_limits(guild.id if guild else None, user.id)
+        request = expand.request(
             user_id=user.id,
             guild_id=guild.id if guild else None,
             channel_id=getattr(channel, 'id', None),
@@ -146,6 +261,8 @@ class Expand(commands.Cog):
             source_name=name,
             ratio=f'{width}:{height}',
             prompt=prompt,
+            steps=limits.expand_steps,
+            preset=self.bot.settings.preset,
             request_key=key,
         )
 
@@ -175,15 +292,9 @@ class Expand(commands.Cog):
             key=f'ia:{interaction.id}',
         )
 
-    async def on_info(self, interaction: discord.Interaction, job_id: int, index: int) -> None:
-        """Anyone may read a picture's facts (privately)."""
-        job = await self.bot.store.get(job_id)
-        info = results.candidate(job, index, self.bot.settings.data_dir) if job.kind == IMAGINE else None
-        await interaction.response.send_message(render.info(job, info), ephemeral=True)
-
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        """↔️ on a picked candidate starts a 16:9 expand (once per member and picture)."""
+        """↔️ on a picture it can widen starts a 16:9 expand (once per member and picture)."""
         if str(payload.emoji) not in (WIDE_EMOJI, WIDE_EMOJI.rstrip('\ufe0f')) or self.bot.user is None:
             return
         if payload.user_id == self.bot.user.id:
@@ -195,13 +306,16 @@ class Expand(commands.Cog):
             message = await channel.fetch_message(payload.message_id)
         except discord.HTTPException:
             return
-        target = message_target(components_of(message))
-        if message.author.id != self.bot.user.id or target is None or target[0] != 'candidate':
+        target = picture_target(components_of(message))
+        if message.author.id != self.bot.user.id or target is None:
             return
         user = payload.member or self.bot.get_user(payload.user_id) or await self.bot.fetch_user(payload.user_id)
         guild = self.bot.get_guild(payload.guild_id) if payload.guild_id else None
         try:
-            parent = await self.bot.store.get(target[1])
+            parent = await self.bot.store.get(target[0])
+            picture = picture_of(parent.result, target[1])
+            if picture is None or not accepts(picture):
+                return
             if user.id != parent.user_id:
                 await require_owner(self.bot, user, guild, parent)
         except EdalleError:
@@ -211,8 +325,8 @@ class Expand(commands.Cog):
                 user=user,
                 guild=guild,
                 channel=channel,
-                job_id=target[1],
-                index=target[2] or 0,
+                job_id=target[0],
+                index=target[1],
                 ratio=f'{WIDE[0]}:{WIDE[1]}',
                 prompt=None,
                 key=f'react:{payload.message_id}:{payload.user_id}:16x9',
@@ -264,8 +378,8 @@ class Expand(commands.Cog):
     @app_commands.describe(
         ratio='Target aspect ratio, e.g. 16:9, 9:16, 21:9, 4:3 (default 16:9)',
         prompt='What the new sides should show (default: the original prompt)',
-        job='The imagine job to expand (default: your latest one)',
-        candidate='Which candidate of that job, 1–9 (default 1, the best)',
+        job='The job whose picture to expand (default: your latest one with a 256×256 picture)',
+        candidate='Which picture of that job, 1–9 (default 1, the best)',
         image='An image of your own to expand (PNG, JPEG or WebP); it wins over job and candidate',
     )
     async def expand_slash(
@@ -294,7 +408,9 @@ class Expand(commands.Cog):
             return
         if job is None:
             mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
-            finished = [j for j in mine if j.kind == IMAGINE and j.status is JobStatus.SUCCEEDED]
+            finished = [
+                j for j in mine if j.status is JobStatus.SUCCEEDED and any(accepts(p) for p in pictures_of(j.result))
+            ]
             if not finished:
                 raise NothingToExpand()
             job = finished[0].id
@@ -328,10 +444,7 @@ class Expand(commands.Cog):
         if referenced is None:
             raise NothingToExpand()
         if self.bot.user is not None and referenced.author.id == self.bot.user.id:
-            target = message_target(components_of(referenced))
-            if target is not None:
-                return Target(job_id=target[1], index=target[2] or 0)
-            found = await self._expand_result_source(referenced)
+            found = await self._bot_picture(components_of(referenced))
             if found is not None:
                 return found
         attached = _first_image(referenced.attachments)
@@ -339,17 +452,23 @@ class Expand(commands.Cog):
             return Target(attachment=attached)
         raise NothingToExpand()
 
-    async def _expand_result_source(self, message: discord.Message) -> Target | None:
-        """A widened picture carries only ℹ️ (`ed:info:<expand job>:0`): expand its source (candidate or upload) again."""
-        for custom_id in components_of(message):
-            parsed = parse(custom_id)
-            if parsed and parsed[0] == 'info':
-                job: Job = await self.bot.store.get(int(parsed[1]['job_id']))
-                if job.kind == EXPAND and job.parent_job_id is not None:
-                    return Target(job_id=job.parent_job_id, index=job.parent_index or 0)
-                if job.kind == EXPAND and (job.payload or {}).get('source_path'):
-                    return Target(upload=job)
-        return None
+    async def _bot_picture(self, ids: list[str]) -> Target | None:
+        """The picture behind one of the bot's messages: a picture posted alone (its ℹ️), or a result's first
+        picture (a grid's best candidate). A widened picture means its source again: a picture or an upload."""
+        target = picture_target(ids)
+        if target is None:
+            parsed = [
+                p for p in map(custom_ids.parse, ids) if p is not None and p[0] != 'cancel' and 'job_id' in p[1].groupdict()
+            ]
+            if not parsed:
+                return None
+            target = (int(parsed[0][1]['job_id']), 0)
+        job = await self.bot.store.get(target[0])
+        if job.kind == self.operation.name and job.parent_job_id is not None:
+            return Target(job_id=job.parent_job_id, index=job.parent_index or 0)
+        if job.kind == self.operation.name and (job.payload or {}).get('source_path'):
+            return Target(upload=job)
+        return Target(job_id=target[0], index=target[1])
 
 
 def _first_image(attachments: list[discord.Attachment]) -> discord.Attachment | None:

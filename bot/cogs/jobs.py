@@ -1,4 +1,4 @@
-"""A member's jobs: `.job <id>` (re-post a result and its controls), `.info`, `.queue`, `.cancel <id>`, ✖.
+"""A member's jobs: `.job <id>` (re-post a result and its controls), `.info`, `.queue`, `.cancel <id>`, ✖, ℹ️.
 
 Midjourney's `/show <job>` idea: any finished job's controls can be brought back, because the controls
 are only ids and the job is in the store.
@@ -13,10 +13,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.operations import lineage_text, operation_cog
 from bot.utils import render
 from bot.utils.checks import is_bot_admin, require_owner
 from edalle.errors import JobNotFound
 from edalle.jobs import Job, JobStatus
+from edalle.operations.base import picture_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -103,6 +105,14 @@ class Jobs(commands.Cog):
             await self.visible_job(ctx, job_id)  # someone else's job elsewhere looks unknown
         after = await self.bot.store.cancel(job_id, by_user_id=None if admin else ctx.author.id)  # NotJobOwner
         await ctx.send(_cancel_text(after), ephemeral=True)
+
+    async def on_info(self, interaction: discord.Interaction, job_id: int, index: int) -> None:
+        """ℹ️ under a picture: its facts and lineage, privately; anyone may look."""
+        job = await self.bot.store.get(job_id)
+        cog = operation_cog(self.bot, job.kind)
+        details = cog.info_details(job) if cog is not None else []
+        text = render.info(job, picture_of(job.result, index), details, await lineage_text(self.bot.store, job, index))
+        await interaction.response.send_message(text[:1900], ephemeral=True, allowed_mentions=NO_PINGS)
 
     async def on_cancel_button(self, interaction: discord.Interaction, job_id: int) -> None:
         """✖ on a status message cancels the job; on a finished grid it closes the controls."""

@@ -1,99 +1,104 @@
-"""The grammar of every component `custom_id` the bot sends, in one place.
+"""The grammar of every component `custom_id` the bot sends: `ed:<action>:<field>:<field>…`.
 
-A custom id is the only state a button carries: `ed:<action>:<job id>:<index>[:<ratio>]`. Handlers parse
-it and load the job from the store, so a button on a week-old message works after any number of
-restarts (nothing is kept in memory). discord.py runs `fullmatch` of *every* registered `DynamicItem`
-template against a clicked id and fires all that match, so each action word appears in exactly one
-template; `tests/test_bot_custom_ids.py` checks that no id matches two templates and that the longest
-possible id fits Discord's 100 characters.
+A custom id is the only state a button carries: its action, the job id, and (for most) a picture index.
+Handlers parse it and load the job from the store, so a button on a week-old message works after any
+number of restarts (nothing is kept in memory). Each operation's cog declares its own actions
+(`Action('spin', JOB, INDEX, owner=__name__)`); this module keeps them in one table and refuses an
+action word that two modules declare, because discord.py runs `fullmatch` of *every* registered
+`DynamicItem` template against a clicked id and fires all that match. The longest possible id must fit
+Discord's 100 characters.
 
-`index` is the candidate's 0-based index in the imagine result (members see it + 1).
+`index` is the picture's 0-based index in its job's result (members see it + 1).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 PREFIX = 'ed'
 MAX_LENGTH = 100  # Discord's limit for a custom_id
-_JOB = r'(?P<job_id>[0-9]{1,19})'
-_INDEX = r'(?P<index>[0-9]{1,2})'
-_RATIO = r'(?P<width>[0-9]{1,2})x(?P<height>[0-9]{1,2})'
+JOB = r'(?P<job_id>[0-9]{1,19})'
+INDEX = r'(?P<index>[0-9]{1,2})'
+RATIO = r'(?P<width>[0-9]{1,2})x(?P<height>[0-9]{1,2})'
 
-#: a candidate button under a grid: post candidate `index` of imagine job `job_id`
-PICK = rf'{PREFIX}:pick:{_JOB}:{_INDEX}'
-#: a new imagine job with the same prompt and a new seed
-REROLL = rf'{PREFIX}:reroll:{_JOB}'
-#: cancel a queued or running job
-CANCEL = rf'{PREFIX}:cancel:{_JOB}'
-#: a ratio button under a picked candidate: expand it
-EXPAND = rf'{PREFIX}:expand:{_JOB}:{_INDEX}:{_RATIO}'
-#: the select of other ratios under a picked candidate (the chosen value is `WxH`)
-RATIOS = rf'{PREFIX}:ratios:{_JOB}:{_INDEX}'
-#: prompt, seed, CLIP score and job id of a candidate (or of an expand result, index 0)
-INFO = rf'{PREFIX}:info:{_JOB}:{_INDEX}'
-
-TEMPLATES: dict[str, str] = {
-    'pick': PICK,
-    'reroll': REROLL,
-    'cancel': CANCEL,
-    'expand': EXPAND,
-    'ratios': RATIOS,
-    'info': INFO,
-}
+#: every action word → its `Action`, in the order they were declared
+ACTIONS: dict[str, Action] = {}
 
 
-def _checked(custom_id: str) -> str:
-    if len(custom_id) > MAX_LENGTH:  # cannot happen with ids below 10**19, but a silent 400 would be worse
-        raise ValueError(f'custom_id too long: {custom_id!r}')
-    return custom_id
+@dataclass(frozen=True)
+class Action:
+    """One kind of component: `Action('widen', JOB, INDEX, RATIO, owner=__name__)` matches `ed:widen:12:0:16x9`.
+
+    `owner` is the declaring module: discord.py executes an extension's module again each time it loads
+    it, so the same module may declare its actions again; another module may not take the word.
+    """
+
+    word: str
+    fields: tuple[str, ...]
+    owner: str
+
+    def __init__(self, word: str, *fields: str, owner: str) -> None:
+        declared = ACTIONS.get(word)
+        if declared is not None and declared.owner != owner:
+            raise ValueError(f'the custom_id action {word!r} is declared by {declared.owner} and by {owner}')
+        object.__setattr__(self, 'word', word)
+        object.__setattr__(self, 'fields', fields)
+        object.__setattr__(self, 'owner', owner)
+        ACTIONS[word] = self
+
+    @property
+    def template(self) -> str:
+        return ':'.join((PREFIX, self.word, *self.fields))
+
+    def id(self, *values: object) -> str:
+        custom_id = ':'.join(str(v) for v in (PREFIX, self.word, *values))
+        if len(custom_id) > MAX_LENGTH:  # cannot happen with ids below 10**19, but a silent 400 would be worse
+            raise ValueError(f'custom_id too long: {custom_id!r}')
+        if re.fullmatch(self.template, custom_id) is None:
+            raise ValueError(f'{custom_id!r} does not match {self.word!r}: {self.template}')
+        return custom_id
+
+    def match(self, custom_id: str) -> re.Match[str] | None:
+        return re.fullmatch(self.template, custom_id)
 
 
-def pick(job_id: int, index: int) -> str:
-    return _checked(f'{PREFIX}:pick:{job_id}:{index}')
-
-
-def reroll(job_id: int) -> str:
-    return _checked(f'{PREFIX}:reroll:{job_id}')
+#: cancel a queued or running job (on a finished grid: close the controls)
+CANCEL = Action('cancel', JOB, owner=__name__)
+#: a picture's facts and lineage, privately; every picture posted alone carries it
+INFO = Action('info', JOB, INDEX, owner=__name__)
 
 
 def cancel(job_id: int) -> str:
-    return _checked(f'{PREFIX}:cancel:{job_id}')
-
-
-def expand(job_id: int, index: int, width: int, height: int) -> str:
-    return _checked(f'{PREFIX}:expand:{job_id}:{index}:{width}x{height}')
-
-
-def ratios(job_id: int, index: int) -> str:
-    return _checked(f'{PREFIX}:ratios:{job_id}:{index}')
+    return CANCEL.id(job_id)
 
 
 def info(job_id: int, index: int) -> str:
-    return _checked(f'{PREFIX}:info:{job_id}:{index}')
+    return INFO.id(job_id, index)
 
 
 def parse(custom_id: str) -> tuple[str, re.Match[str]] | None:
     """The action and match of the one template `custom_id` matches, or None (not ours)."""
-    for action, template in TEMPLATES.items():
-        match = re.fullmatch(template, custom_id)
+    for word, action in ACTIONS.items():
+        match = action.match(custom_id)
         if match is not None:
-            return action, match
+            return word, match
     return None
 
 
-def message_target(custom_ids: list[str]) -> tuple[str, int, int | None] | None:
-    """What a bot message is, read from the components the bot put on it: `('grid', job id, None)` for an
-    imagine grid, `('candidate', job id, index)` for a picked candidate, or None.
+def picture_target(custom_ids: list[str]) -> tuple[int, int] | None:
+    """The (job id, picture index) of a picture the bot posted alone, read from its ℹ️ button; None otherwise.
 
     Reactions carry no custom id; reading the message's own components finds the job behind it, so
     reactions need no table of message ids either and keep working after restarts.
     """
-    parsed = [p for p in map(parse, custom_ids) if p is not None]
-    for action, match in parsed:
-        if action == 'pick':
-            return 'grid', int(match['job_id']), None
-    for action, match in parsed:
-        if action in ('expand', 'ratios'):
-            return 'candidate', int(match['job_id']), int(match['index'])
+    for custom_id in custom_ids:
+        match = INFO.match(custom_id)
+        if match is not None:
+            return int(match['job_id']), int(match['index'])
     return None
+
+
+def first_match(action: Action, custom_ids: list[str]) -> re.Match[str] | None:
+    """The first of a message's components that is `action`'s, parsed."""
+    return next((m for m in map(action.match, custom_ids) if m is not None), None)

@@ -1,27 +1,16 @@
-"""Reading a finished job's result: the files the worker wrote and the facts beside them.
+"""Reading a finished job's result: where its files are and the facts beside them.
 
-The worker stores a JSON summary in the job row and the pictures under `<data dir>/images/<job id>/`
-(`edalle.outputs`: `candidate-1.png …` ranked best-first, `grid.png`, `manifest.json`). Paths in the
-summary are relative to the data dir; this module is the one place in the bot that knows the keys.
+The worker stores a JSON summary in the job row (every result is a list of pictures, see
+`edalle.operations.base.pictures_of`) and the files under `<data dir>/images/<job id>/<attempt>/`.
+Paths in the summary are relative to the data dir.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from edalle.jobs import EXPAND, IMAGINE, Job
-
-_PATH_KEYS = ('path', 'image', 'file', 'output', 'output_path')
-
-
-@dataclass(frozen=True)
-class CandidateInfo:
-    index: int  # 0-based, best first
-    path: Path
-    score: float | None
-    seed: int | None
+from edalle.jobs import Job
+from edalle.operations.base import Picture
 
 
 def resolve(data_dir: Path, job_id: int, value: str | None) -> Path | None:
@@ -37,27 +26,10 @@ def resolve(data_dir: Path, job_id: int, value: str | None) -> Path | None:
     return data_dir / path
 
 
-def _path_of(entry: dict[str, Any]) -> str | None:
-    for key in _PATH_KEYS:
-        if isinstance(entry.get(key), str):
-            return entry[key]
-    return None
-
-
-def candidates(job: Job, data_dir: Path) -> list[CandidateInfo]:
-    """An imagine job's candidates, best first."""
-    if job.kind != IMAGINE or not job.result:
-        return []
-    out = []
-    for position, entry in enumerate(job.result.get('candidates') or []):
-        index = int(entry.get('index', position))
-        path = resolve(data_dir, job.id, _path_of(entry)) or data_dir / 'images' / str(job.id) / f'candidate-{index + 1}.png'
-        out.append(CandidateInfo(index, path, entry.get('score'), entry.get('seed')))
-    return sorted(out, key=lambda c: c.index)
-
-
-def candidate(job: Job, index: int, data_dir: Path) -> CandidateInfo | None:
-    return next((c for c in candidates(job, data_dir) if c.index == index), None)
+def picture_path(data_dir: Path, job: Job, picture: Picture) -> Path:
+    return (
+        resolve(data_dir, job.id, picture.path) or data_dir / 'images' / str(job.id) / f'candidate-{picture.index + 1}.png'
+    )
 
 
 def grid_path(job: Job, data_dir: Path) -> Path:
@@ -69,14 +41,8 @@ def grid_path(job: Job, data_dir: Path) -> Path:
     )
 
 
-def expanded_path(job: Job, data_dir: Path) -> Path | None:
-    if job.kind != EXPAND or not job.result:
-        return None
-    return resolve(data_dir, job.id, _path_of(job.result))
-
-
 def prompt_of(job: Job) -> str:
-    """The prompt as the member typed it (an expand without its own prompt uses its parent's)."""
+    """The prompt as the member typed it (a job without its own prompt shows the one its result used)."""
     return str((job.payload or {}).get('prompt') or (job.result or {}).get('prompt') or '')
 
 

@@ -84,8 +84,9 @@ def load_models(preset: Any, data_dir: str | Path | None) -> tuple[Any, Any]:
     """The preset's VQGAN and CLIP on the best device (the tiny preset is generated on first use)."""
     import torch
 
-    from edalle.engine import load_clip, load_vqgan_for
-    from edalle.weights import MissingWeights, data_dir_from_env, ensure_tiny, models_dir
+    from edalle.loading import load_clip, load_vqgan_for
+    from edalle.presets import data_dir_from_env, models_dir
+    from edalle.weights import MissingWeights, ensure_tiny
 
     root = data_dir_from_env(data_dir)
     if preset.generated:

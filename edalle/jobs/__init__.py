@@ -2,18 +2,18 @@
 
 The bot imports from here (never from the worker, which pulls in the engine):
 
-    from edalle.jobs import JobRequest, SqliteJobStore
+    from edalle.jobs import SqliteJobStore
+    from edalle.operations import imagine
     store = await SqliteJobStore.open('data/edalle.db')
-    admission = await store.enqueue(JobRequest.imagine(user_id=…, guild_id=…, channel_id=…, prompt='…'))
+    admission = await store.enqueue(imagine.request(user_id=…, guild_id=…, channel_id=…, prompt='…'))
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from edalle.jobs.limits import BOT_WIDE, GuildSettings, Limits, Quota, day_bounds, find_blocked_word
-from edalle.jobs.sqlite import SqliteJobStore
 from edalle.jobs.store import (
-    EXPAND,
-    IMAGINE,
     Ack,
     Admission,
     AuditEntry,
@@ -30,10 +30,22 @@ from edalle.jobs.store import (
     WorkerCaps,
 )
 
+if TYPE_CHECKING:
+    from edalle.jobs.sqlite import SqliteJobStore
+
+
+def __getattr__(name: str) -> Any:
+    """`SqliteJobStore` on first use: the stores check requests with the operations registry, whose modules build
+    requests from the records above, so importing the store here eagerly would import this package in a circle."""
+    if name == 'SqliteJobStore':
+        from edalle.jobs.sqlite import SqliteJobStore
+
+        return SqliteJobStore
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = [
     'BOT_WIDE',
-    'EXPAND',
-    'IMAGINE',
     'Ack',
     'Admission',
     'AuditEntry',

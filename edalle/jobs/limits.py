@@ -27,8 +27,8 @@ BOT_WIDE = 0  # the guild id of bot-wide settings, overrides and bans (and of di
 class Limits:
     """Every limit with its default. Counts are per user unless the name says otherwise."""
 
-    daily_imagines: int = 25  # imagine jobs per UTC day (queued, running or succeeded ones count)
-    daily_expands: int = 10  # expand jobs per UTC day
+    daily_imagines: int = 25  # sampling jobs (imagine, …) per UTC day (queued, running or succeeded ones count)
+    daily_edits: int = 10  # optimising and upscaling jobs (expand, …) per UTC day
     pending_per_user: int = 3  # jobs queued or running at once
     queue_cap: int = 200  # all users' queued + running jobs: past this the queue refuses new work
     candidates_per_imagine: int = 9  # the most candidates one imagine may ask for
@@ -51,7 +51,7 @@ SETTING_SPECS: dict[str, SettingSpec] = {
     spec.key: spec
     for spec in (
         SettingSpec('daily_imagines', int, 0, 10_000),
-        SettingSpec('daily_expands', int, 0, 10_000),
+        SettingSpec('daily_edits', int, 0, 10_000),
         SettingSpec('pending_per_user', int, 0, 1_000),
         SettingSpec('queue_cap', int, 0, 1_000_000),
         SettingSpec('candidates_per_imagine', int, 1, 16),
@@ -60,8 +60,11 @@ SETTING_SPECS: dict[str, SettingSpec] = {
         SettingSpec('blocked_words', list, is_limit=False),  # list[str], matched as whole words, any case
         SettingSpec('allowed_channel_ids', list, is_limit=False),  # list[int]; empty: every channel
         SettingSpec('admin_role_id', int, is_limit=False),  # int or None
+        SettingSpec('disabled_operations', list, is_limit=False),  # list[str]: operations switched off here
     )
 }
+#: old names still accepted when setting a value (`daily_expands` counted expands before every edit shared it)
+SETTING_ALIASES: dict[str, str] = {'daily_expands': 'daily_edits'}
 assert {f.name for f in fields(Limits)} == {k for k, s in SETTING_SPECS.items() if s.is_limit}
 
 
@@ -74,6 +77,7 @@ class GuildSettings:
     blocked_words: tuple[str, ...] = ()
     allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
     admin_role_id: int | None = None
+    disabled_operations: tuple[str, ...] = ()  # operation names switched off in this guild
 
     def channel_allowed(self, channel_id: int | None) -> bool:
         return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
@@ -81,21 +85,38 @@ class GuildSettings:
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """A user's daily quotas: how many are used and left, and when they reset (UTC midnight)."""
+    """A user's daily quotas per bucket (`daily_imagines`, `daily_edits`): used, limit, and the reset (UTC midnight)."""
 
-    imagines_used: int
-    imagines_limit: int
-    expands_used: int
-    expands_limit: int
+    used: Mapping[str, int]
+    limits: Mapping[str, int]
     resets_at: float  # Unix seconds, the next 00:00 UTC
+
+    def left(self, bucket: str) -> int:
+        return max(0, self.limits.get(bucket, 0) - self.used.get(bucket, 0))
+
+    @property
+    def imagines_used(self) -> int:
+        return self.used.get('daily_imagines', 0)
+
+    @property
+    def imagines_limit(self) -> int:
+        return self.limits.get('daily_imagines', 0)
 
     @property
     def imagines_left(self) -> int:
-        return max(0, self.imagines_limit - self.imagines_used)
+        return self.left('daily_imagines')
 
     @property
-    def expands_left(self) -> int:
-        return max(0, self.expands_limit - self.expands_used)
+    def edits_used(self) -> int:
+        return self.used.get('daily_edits', 0)
+
+    @property
+    def edits_limit(self) -> int:
+        return self.limits.get('daily_edits', 0)
+
+    @property
+    def edits_left(self) -> int:
+        return self.left('daily_edits')
 
 
 def day_bounds(now: float) -> tuple[float, float]:
@@ -104,14 +125,21 @@ def day_bounds(now: float) -> tuple[float, float]:
     return start, start + DAY_SECONDS
 
 
+def canonical_key(key: str) -> str:
+    """A setting's current name (`daily_expands` → `daily_edits`)."""
+    return SETTING_ALIASES.get(key, key)
+
+
 def require_limit(key: str, why: str = '') -> None:
     """Refuse a setting key that is not a limit (blocked words, channels and roles are not numbers)."""
+    key = canonical_key(key)
     if key not in SETTING_SPECS or not SETTING_SPECS[key].is_limit:
         raise InvalidSetting(f'{key!r} is not a limit{why}.')
 
 
 def validate_setting(key: str, value: Any) -> Any:
     """Check and normalise one value; `None` means "back to the default". Raises `InvalidSetting`."""
+    key = canonical_key(key)
     spec = SETTING_SPECS.get(key)
     if spec is None:
         raise InvalidSetting(f'There is no setting called {key!r}. Known settings: {", ".join(SETTING_SPECS)}.')
@@ -120,7 +148,7 @@ def validate_setting(key: str, value: Any) -> Any:
     if spec.kind is list:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise InvalidSetting(f'{key} takes a list.')
-        if key == 'blocked_words':
+        if key in ('blocked_words', 'disabled_operations'):
             return sorted({str(word).strip().lower() for word in value if str(word).strip()})
         try:
             return sorted({int(item) for item in value})
@@ -159,6 +187,7 @@ def settings_from_layers(guild_id: int, layers: Iterable[Mapping[str, Any]]) -> 
         blocked_words=tuple(merged.get('blocked_words', ())),
         allowed_channel_ids=tuple(merged.get('allowed_channel_ids', ())),
         admin_role_id=merged.get('admin_role_id'),
+        disabled_operations=tuple(merged.get('disabled_operations', ())),
     )
 
 

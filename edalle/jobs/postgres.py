@@ -32,13 +32,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
 from edalle import errors
-from edalle.db import Migration, load_migrations
+from edalle.db import Migration, load_migrations, migrations_dir
 from edalle.jobs import transactions as tx
 from edalle.jobs.limits import (
     GuildSettings,
@@ -70,7 +69,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 T = TypeVar('T')
 
-MIGRATIONS_DIR = Path(__file__).parent.parent / 'migrations' / 'postgres'
+MIGRATIONS_DIR = migrations_dir('postgres')
 MIGRATION_LOCK = 0x6564_616C  # 'edal': one advisory lock id for "migrating", whoever starts first
 USER_LOCK = 0x7573_6572  # 'user': advisory lock namespace for one user's admission checks
 CHANNEL = 'edalle_jobs'
@@ -386,6 +385,10 @@ class PostgresJobStore:
 
     # ---- bot side --------------------------------------------------------------------------------
 
+    async def lineage(self, job_id: int, limit: int = 20) -> list[Job]:
+        """The job and the jobs its picture came from (`parent_job_id`), oldest first; raises `JobNotFound`."""
+        return await self._read_tx(tx.lineage(job_id, limit))
+
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
         return await self._read_tx(tx.user_quota(guild_id, user_id, self._now()))
 
@@ -659,7 +662,7 @@ class PostgresJobStore:
                     'now': now,
                     'window': max(CLAIM_WINDOW, 4 * batch),
                     'batch': batch,
-                    'batch_kinds': sorted(caps.batch_kinds),
+                    'batch_kinds': sorted(tx.batch_kinds(caps)),
                     'worker_id': worker_id,
                     'lease_until': now + lease_seconds,
                 }

@@ -226,6 +226,10 @@ class SqliteJobStore:
 
     # ---- bot side --------------------------------------------------------------------------------
 
+    async def lineage(self, job_id: int, limit: int = 20) -> list[Job]:
+        """The job and the jobs its picture came from (`parent_job_id`), oldest first; raises `JobNotFound`."""
+        return await self._read_tx(tx.lineage(job_id, limit))
+
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
         now = self._clock()
         return await self._read_tx(tx.user_quota(guild_id, user_id, now))
@@ -489,7 +493,7 @@ class SqliteJobStore:
                 continue
             if not picked:
                 return []
-            ids = [row['id'] for row in picked] if picked[0]['kind'] in caps.batch_kinds else [picked[0]['id']]
+            ids = [row['id'] for row in picked] if picked[0]['kind'] in tx.batch_kinds(caps) else [picked[0]['id']]
             rows = await self._write(partial(take, now=now, ids=ids))
             if rows:
                 return sorted((Job.from_row(row) for row in rows), key=lambda job: job.id)

@@ -42,9 +42,6 @@ class JobStatus(str, Enum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-IMAGINE = 'imagine'
-EXPAND = 'expand'
-
 #: Where the bot keeps members' pictures to expand, relative to the data dir (and, with workers on other
 #: hosts, under job id `UPLOADS_JOB_ID` in the result store: the job does not exist yet when it is stored).
 UPLOADS_DIR = 'uploads'
@@ -53,17 +50,17 @@ _UPLOAD_PATH = re.compile(r'uploads/[A-Za-z0-9_-]{1,100}\.png')
 
 
 def upload_source(request: JobRequest) -> str | None:
-    """The uploaded picture an expand starts from, or None when it starts from a candidate.
+    """The uploaded picture a job starts from, or None when it starts from another job's picture (or none).
 
-    Both stores call this in `enqueue`, so they accept and refuse the same requests: an expand names
-    exactly one source (a parent candidate, or a `source_path` under `uploads/`), and the path is one the
-    bot could have written (no `..`, no absolute path), since a worker opens it under its data dir.
+    Both stores call this in `enqueue`, so they accept and refuse the same requests: a job names at most
+    one source (a parent job's picture, or a `source_path` under `uploads/`), and the path is one the bot
+    could have written (no `..`, no absolute path), since a worker opens it under its data dir.
     """
     source = request.payload.get('source_path')
     if source is None:
         return None
     if request.parent_job_id is not None or request.parent_index is not None:
-        raise InvalidParent('An expand starts from one picture: a candidate or an uploaded image, not both.')
+        raise InvalidParent('A job starts from one picture: a picture of a job or an uploaded image, not both.')
     if not isinstance(source, str) or not _UPLOAD_PATH.fullmatch(source):
         raise InvalidParent('That uploaded image cannot be found. Attach it again.')
     return source
@@ -75,7 +72,7 @@ def _json(text: str | None) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """What the bot asks for. Build imagine and expand requests with the class methods."""
+    """What the bot asks for. Each operation builds its own (`edalle.operations.<name>.request`)."""
 
     kind: str
     user_id: int
@@ -88,104 +85,7 @@ class JobRequest:
     request_key: str | None = None  # idempotency: the same key twice returns the first job
     priority: int = 0
     max_attempts: int | None = None  # None: the store's default
-
-    @classmethod
-    def imagine(
-        cls,
-        *,
-        user_id: int,
-        guild_id: int | None,
-        channel_id: int | None,
-        prompt: str,
-        n: int = 9,
-        seed: int | None = None,
-        preset: str = 'mini',
-        request_key: str | None = None,
-        priority: int = 0,
-    ) -> JobRequest:
-        payload = {'prompt': prompt, 'n': n, 'seed': seed, 'preset': preset}
-        return cls(
-            IMAGINE,
-            user_id,
-            guild_id,
-            channel_id,
-            payload,
-            f'{IMAGINE}:{preset}:{n}',
-            request_key=request_key,
-            priority=priority,
-        )
-
-    @classmethod
-    def expand(
-        cls,
-        *,
-        user_id: int,
-        guild_id: int | None,
-        channel_id: int | None,
-        parent_job_id: int,
-        parent_index: int,
-        prompt: str | None = None,
-        ratio: str = '16:9',
-        steps: int | None = None,
-        seed: int | None = None,
-        preset: str = 'mini',
-        request_key: str | None = None,
-        priority: int = 0,
-    ) -> JobRequest:
-        """Widen candidate `parent_index` of imagine job `parent_job_id`; prompt defaults to the parent's."""
-        payload = {'prompt': prompt, 'ratio': ratio, 'steps': steps, 'seed': seed, 'preset': preset}
-        return cls(
-            EXPAND,
-            user_id,
-            guild_id,
-            channel_id,
-            payload,
-            f'{EXPAND}:{preset}',
-            parent_job_id=parent_job_id,
-            parent_index=parent_index,
-            request_key=request_key,
-            priority=priority,
-        )
-
-    @classmethod
-    def expand_upload(
-        cls,
-        *,
-        user_id: int,
-        guild_id: int | None,
-        channel_id: int | None,
-        source_path: str,
-        source_name: str | None = None,
-        prompt: str | None = None,
-        ratio: str = '16:9',
-        steps: int | None = None,
-        seed: int | None = None,
-        preset: str = 'mini',
-        request_key: str | None = None,
-        priority: int = 0,
-    ) -> JobRequest:
-        """Widen a member's own picture, already fitted to 256×256 and stored at `source_path` (`uploads/….png`,
-        relative to the data dir). It has no tokens and no prompt of its own, so an empty prompt lets the
-        picture alone guide. Same compat key as `expand`: one runner serves both."""
-        payload = {
-            'prompt': prompt,
-            'ratio': ratio,
-            'steps': steps,
-            'seed': seed,
-            'preset': preset,
-            'source_path': source_path,
-            'source_name': source_name,
-        }
-        return cls(
-            EXPAND,
-            user_id,
-            guild_id,
-            channel_id,
-            payload,
-            f'{EXPAND}:{preset}',
-            request_key=request_key,
-            priority=priority,
-        )
+    admin: bool = False  # the bot checked the requester is an admin here: owner-only sources of others are allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +209,7 @@ class WorkerCaps:
 
     compat_prefixes: tuple[str, ...]  # e.g. ('imagine:mini:', 'expand:mini'); empty: all
     max_batch: int = 1
-    batch_kinds: frozenset[str] = frozenset({IMAGINE})  # only these kinds are claimed several at once
+    batch_kinds: frozenset[str] | None = None  # only these kinds are claimed several at once; None: the batchable operations
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +268,7 @@ class JobStore(Protocol):
     async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission: ...
     async def get(self, job_id: int) -> Job: ...
     async def get_many(self, job_ids: Sequence[int]) -> list[Job]: ...
+    async def lineage(self, job_id: int, limit: int = 20) -> list[Job]: ...
     async def position(self, job_id: int) -> Position: ...
     async def cancel(self, job_id: int, *, by_user_id: int | None = None) -> Job: ...
     async def quota(self, guild_id: int | None, user_id: int) -> Quota: ...

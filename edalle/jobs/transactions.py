@@ -17,18 +17,20 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from edalle import errors
+from edalle import errors, operations
 from edalle.jobs.limits import (
     BOT_WIDE,
     GuildSettings,
     Limits,
     Quota,
     apply_layers,
+    canonical_key,
     day_bounds,
     find_blocked_word,
     settings_from_layers,
 )
-from edalle.jobs.store import EXPAND, IMAGINE, AuditEntry, Ban, FitRequest, Job, JobRequest, JobStatus, upload_source
+from edalle.jobs.store import AuditEntry, Ban, FitRequest, Job, JobRequest, JobStatus, WorkerCaps, upload_source
+from edalle.operations.base import BUCKET_NOUNS, BUCKETS, Operation, pictures_of
 
 T = TypeVar('T')
 
@@ -56,12 +58,17 @@ SQLITE = Dialect(lock_rows='', active_jobs='jobs INDEXED BY jobs_active')
 # READ COMMITTED: lock the row, so an audit's old value is the one this change replaced.
 POSTGRES = Dialect(lock_rows=' FOR UPDATE', active_jobs='jobs')
 
-DAILY_LIMIT_OF_KIND = {IMAGINE: 'daily_imagines', EXPAND: 'daily_expands'}
-
 
 def dumps(value: Any) -> str:
     """JSON as both stores keep it in TEXT columns: sorted keys, no spaces."""
     return json.dumps(value, sort_keys=True, separators=(',', ':'))
+
+
+def batch_kinds(caps: WorkerCaps) -> frozenset[str]:
+    """The kinds a worker claims several at once: as its caps say, or by default the batchable operations."""
+    if caps.batch_kinds is not None:
+        return caps.batch_kinds
+    return frozenset(operation.name for operation in operations.OPERATIONS if operation.batchable)
 
 
 def run(conn: sqlite3.Connection, transaction: Tx[T]) -> T:
@@ -178,6 +185,7 @@ def set_setting(
     dialect: Dialect, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None, now: float
 ) -> Tx[None]:
     """Upsert (or, for None, delete) one guild setting, and audit the change. `value` is validated."""
+    key = canonical_key(key)
     keys = {'guild_id': guild_id, 'key': key}
     old = yield from _replace_value(dialect, 'guild_settings', keys, value, actor_id=actor_id, now=now)
     yield from audit(
@@ -204,6 +212,7 @@ def set_override(
     now: float,
 ) -> Tx[None]:
     """Upsert (or, for None, delete) one user's override of one limit, and audit the change."""
+    key = canonical_key(key)
     keys = {'guild_id': guild_id, 'user_id': user_id, 'key': key}
     old = yield from _replace_value(dialect, 'user_overrides', keys, value, actor_id=actor_id, now=now)
     yield from audit(
@@ -264,7 +273,8 @@ def audit_log(guild_id: int, limit: int) -> Tx[list[AuditEntry]]:
 
 
 def quota(user_id: int, limits: Limits, now: float) -> Tx[Quota]:
-    """Counted from the job rows: today's queued, running and succeeded jobs, so failures give back."""
+    """Counted from the job rows: today's queued, running and succeeded jobs per operation's bucket, so failures
+    give back. Kinds no operation declares (a test's probe jobs) count against nothing."""
     day_start, day_end = day_bounds(now)
     query = """
         SELECT kind, count(*) AS used FROM jobs
@@ -273,14 +283,12 @@ def quota(user_id: int, limits: Limits, now: float) -> Tx[Quota]:
         GROUP BY kind
     """
     rows = yield Sql(query, {'user_id': user_id, 'day_start': day_start, 'day_end': day_end}, 'all')
-    used = {row['kind']: row['used'] for row in rows}
-    return Quota(
-        imagines_used=used.get(IMAGINE, 0),
-        imagines_limit=limits.daily_imagines,
-        expands_used=used.get(EXPAND, 0),
-        expands_limit=limits.daily_expands,
-        resets_at=day_end,
-    )
+    used = dict.fromkeys(BUCKETS, 0)
+    for row in rows:
+        operation = operations.get(row['kind'])
+        if operation is not None:
+            used[operation.bucket] += row['used']
+    return Quota(used=used, limits={bucket: getattr(limits, bucket) for bucket in BUCKETS}, resets_at=day_end)
 
 
 def user_quota(guild_id: int | None, user_id: int, now: float) -> Tx[Quota]:
@@ -288,17 +296,28 @@ def user_quota(guild_id: int | None, user_id: int, now: float) -> Tx[Quota]:
     return (yield from quota(user_id, limits, now))
 
 
-def check_parent(request: JobRequest) -> Tx[None]:
-    """An expand's source must be a candidate of a succeeded imagine (or the member's own upload)."""
-    if upload_source(request) is not None:
+def check_source(operation: Operation, request: JobRequest) -> Tx[None]:
+    """A picture-taking job starts from one picture of a succeeded job (or the member's own upload), which must be
+    the requester's own where the operation says so (admins excepted). Jobs that take no picture name none."""
+    upload = upload_source(request)
+    if not operation.takes_picture:
+        if upload is not None or request.parent_job_id is not None:
+            raise errors.InvalidParent(f'{operation.title.capitalize()} does not start from a picture.')
+        return
+    if upload is not None:
         return  # a member's own picture: the bot checked and stored it before enqueueing
     if request.parent_job_id is None or request.parent_index is None:
         raise errors.InvalidParent()
-    row = yield Sql('SELECT kind, status, result FROM jobs WHERE id = :job_id', {'job_id': request.parent_job_id})
-    if row is None or row['kind'] != IMAGINE or row['status'] != JobStatus.SUCCEEDED.value:
-        raise errors.InvalidParent()
-    candidates = (json.loads(row['result']) or {}).get('candidates', [])
-    if not any(c.get('index') == request.parent_index for c in candidates):
+    query = 'SELECT kind, status, result, user_id FROM jobs WHERE id = :job_id'
+    row = yield Sql(query, {'job_id': request.parent_job_id})
+    if row is None:
+        raise errors.InvalidParent(f"I can't find job #{request.parent_job_id}.")
+    if row['status'] != JobStatus.SUCCEEDED.value:
+        raise errors.InvalidParent(f'Job #{request.parent_job_id} has no finished pictures to start from.')
+    if operation.owner_only and row['user_id'] != request.user_id and not request.admin:
+        raise errors.InvalidParent(f'Job #{request.parent_job_id} belongs to someone else: start from a picture of yours.')
+    pictures = pictures_of(json.loads(row['result']) if row['result'] else None)
+    if not any(picture.index == request.parent_index for picture in pictures):
         raise errors.InvalidParent(f'Job #{request.parent_job_id} has no candidate {request.parent_index + 1}.')
 
 
@@ -309,25 +328,20 @@ def check_admission(dialect: Dialect, request: JobRequest, settings: GuildSettin
         raise errors.Banned(banned.reason, banned.until)
     if not settings.channel_allowed(request.channel_id):
         raise errors.ChannelNotAllowed()
-    prompt = request.payload.get('prompt')
-    if prompt and find_blocked_word(str(prompt), settings.blocked_words):
+    operation = operations.get(request.kind)
+    if operation is not None and operation.name in settings.disabled_operations:
+        raise errors.OperationDisabled(operation.title)
+    texts = operation.texts(request.payload) if operation is not None else [str(request.payload.get('prompt') or '')]
+    if any(text and find_blocked_word(text, settings.blocked_words) for text in texts):
         raise errors.PromptRejected()
-    if request.kind == IMAGINE and int(request.payload.get('n') or 1) > limits.candidates_per_imagine:
-        raise errors.RequestTooLarge('candidates per imagine', limits.candidates_per_imagine)
-    if request.kind == EXPAND:
-        if (request.payload.get('steps') or 0) > limits.expand_steps:
-            raise errors.RequestTooLarge('expand steps', limits.expand_steps)
-        yield from check_parent(request)
+    if operation is not None:
+        operation.check(request.payload, limits)
+        yield from check_source(operation, request)
 
     counted = yield from quota(request.user_id, limits, now)
-    if request.kind in DAILY_LIMIT_OF_KIND:
-        used, limit = (
-            (counted.imagines_used, counted.imagines_limit)
-            if request.kind == IMAGINE
-            else (counted.expands_used, counted.expands_limit)
-        )
-        if used >= limit:
-            raise errors.QuotaExceeded(request.kind, limit, counted.resets_at, now)
+    if operation is not None and counted.used[operation.bucket] >= counted.limits[operation.bucket]:
+        limit = counted.limits[operation.bucket]
+        raise errors.QuotaExceeded(request.kind, limit, counted.resets_at, now, noun=BUCKET_NOUNS[operation.bucket])
 
     # Two index lookups (the active rows; the newest row), never a scan of the user's history.
     query = f"SELECT count(*) AS n FROM {dialect.active_jobs} WHERE user_id = :user_id AND status IN ('queued', 'running')"
@@ -386,3 +400,20 @@ def admit(
         row = yield Sql(query, params)
     counted = yield from quota(request.user_id, limits, now)
     return Job.from_row(row), created, counted
+
+
+def lineage(job_id: int, limit: int) -> Tx[list[Job]]:
+    """The job and its ancestors through `parent_job_id`, oldest first (at most `limit` of them)."""
+    query = """
+        WITH RECURSIVE chain(id, depth) AS (
+            SELECT id, 0 FROM jobs WHERE id = :job_id
+            UNION ALL
+            SELECT jobs.parent_job_id, chain.depth + 1 FROM jobs JOIN chain ON jobs.id = chain.id
+            WHERE jobs.parent_job_id IS NOT NULL AND chain.depth + 1 < :limit
+        )
+        SELECT jobs.* FROM chain JOIN jobs ON jobs.id = chain.id ORDER BY chain.depth DESC
+    """
+    rows = yield Sql(query, {'job_id': job_id, 'limit': limit}, 'all')
+    if not rows:
+        raise errors.JobNotFound(job_id)
+    return [Job.from_row(row) for row in rows]

@@ -32,13 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edalle import operations
 from edalle.errors import JobNotFound, RunFailed
-from edalle.jobs import EXPAND, IMAGINE, Job, JobStatus, JobStore, Lease, Progress, WorkerCaps
+from edalle.jobs import Job, JobStatus, JobStore, Lease, Progress, WorkerCaps
 from edalle.jobs import result_store as result_files
 from edalle.jobs.backends import describe, open_store
 from edalle.jobs.store import UPLOADS_JOB_ID
-from edalle.worker.results import RunFolder, write_preview
-from edalle.worker.runners import Cancelled, Runner, RunnerConfig, WorkItem, build_runners
+from edalle.operations.base import Cancelled, WorkItem
+from edalle.outputs import RunFolder, write_preview
+from edalle.worker.runners import Runner, RunnerConfig, build_runners
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class WorkerOptions:
     result_store: str | None = None  # local (default), database or s3: where result files go for the bot
     preset: str = 'mini'
     batch: int = 1  # imagine jobs with one compat key run together, up to this many
-    kinds: tuple[str, ...] = (IMAGINE, EXPAND)
+    kinds: tuple[str, ...] = operations.names()
     runner_modules: tuple[str, ...] = ()
     lease_seconds: float = 60.0
     poll_seconds: float = 1.0  # idle: look at the queue at least this often (wake-ups come sooner)
@@ -104,9 +106,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument('--preset', default=None, help='models to load: mini, mega or tiny (default $EDALLE_PRESET or mini)')
     parser.add_argument('--batch', type=int, default=1, help='run up to B compatible imagine jobs as one batch (default 1)')
-    parser.add_argument(
-        '--kinds', default=f'{IMAGINE},{EXPAND}', help='job kinds to serve, comma-separated (default imagine,expand)'
-    )
+    every = ','.join(operations.names())
+    parser.add_argument('--kinds', default=every, help=f'job kinds to serve, comma-separated (default {every})')
     parser.add_argument(
         '--runner-module', action='append', default=[], help='import RUNNERS for more job kinds from this module'
     )
@@ -353,7 +354,8 @@ class Worker:
         await asyncio.gather(waiter, stopper, return_exceptions=True)
 
     async def _run_batch(self, store: JobStore, runner: Runner, jobs: list[Job]) -> None:
-        items = [WorkItem(job, RunFolder.of(self.options.data_dir, job), await self._parent(store, job)) for job in jobs]
+        folders = [RunFolder(self.options.data_dir, job.id, job.attempt) for job in jobs]
+        items = [WorkItem(job, folder, await self._parent(store, job)) for job, folder in zip(jobs, folders, strict=True)]
         batch = Batch(items, self.options.preview_seconds)
         log.info('worker %s: running %s job(s) %s', self.worker_id, jobs[0].kind, ', '.join(f'#{j.id}' for j in jobs))
         started = time.monotonic()
@@ -388,7 +390,7 @@ class Worker:
         return parent
 
     async def _fetch_upload(self, job: Job) -> None:
-        """An expand of a member's picture: the bot stored it (under `UPLOADS_JOB_ID`) on its host; fetch it here."""
+        """A job on a member's picture: the bot stored it (under `UPLOADS_JOB_ID`) on its host; fetch it here."""
         source = (job.payload or {}).get('source_path')
         if not source:
             return
