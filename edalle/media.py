@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 ANIMATED_FORMATS = ('gif', 'webp')
 GIF_COLOURS = 255  # one palette index stays free, so pixels a frame leaves unchanged can be written as transparent
-GIF_MIN_FRAME_MS = 20  # browsers (and Discord) show shorter GIF delays as 100 ms
+GIF_MIN_FRAME_MS = 20  # browsers show shorter GIF delays as 100 ms
 STILL_QUALITIES = (95, 90, 85, 80, 75, 70, 60)  # JPEG / WebP qualities tried, best first, before scaling down
 STILL_MIN_SIDE = 16
 SHRINK_MARGIN = 0.9  # aim a little under the limit when estimating the next step from a measured size
@@ -405,21 +405,26 @@ def _read_back(
 # -- still pictures -----------------------------------------------------------------------------------------
 
 
-def encode_to_fit(image: Image.Image, limit_bytes: int, *, lossy_format: str = 'jpeg') -> tuple[bytes, str, str | None]:
+def encode_to_fit(
+    image: Image.Image, limit_bytes: int, *, lossy_format: str = 'jpeg', try_png: bool = True
+) -> tuple[bytes, str, str | None]:
     """(bytes, extension, note for the member or None): PNG when it fits, else JPEG (or WebP) that does.
 
     The lossy encoder tries qualities 95 … 60 (best that fits, by bisection) before making the
     picture smaller; a picture with transparency becomes WebP, which keeps it. The note says what
     the member got instead of the PNG, e.g. "Sent as JPEG to fit this server's upload limit."
+    `try_png=False` skips the PNG attempt (seconds for a large picture) when the caller already
+    holds a PNG of it that did not fit.
     """
     if limit_bytes <= 0:
         raise ValueError(f'limit_bytes must be positive, got {limit_bytes}')
     if lossy_format not in ('jpeg', 'webp'):
         raise ValueError(f"lossy_format must be 'jpeg' or 'webp', got {lossy_format!r}")
-    buffer = io.BytesIO()
-    image.save(buffer, format='PNG')
-    if buffer.tell() <= limit_bytes:
-        return buffer.getvalue(), '.png', None
+    if try_png:
+        buffer = io.BytesIO()
+        image.save(buffer, format='PNG')
+        if buffer.tell() <= limit_bytes:
+            return buffer.getvalue(), '.png', None
     has_alpha = image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info
     format_ = 'webp' if has_alpha else lossy_format
     source = image.convert('RGBA' if has_alpha else 'L' if image.mode in ('1', 'L') else 'RGB')

@@ -223,6 +223,14 @@ def test_fit_animation_keeps_an_oversized_gif_animated_and_as_long() -> None:
     assert animation.source_frames[0] == 0 and animation.source_frames[-1] == 39
 
 
+def test_fit_animation_keeps_the_files_format() -> None:
+    source = write_timelapse(scene(40, 96, 96), BIG, formats=('webp',), policy=ShrinkPolicy(webp_quality=None))
+    assert is_animated(source.data)
+    animation = fit_animation(source.data, len(source.data) // 2, policy=ShrinkPolicy(webp_quality=None))
+    assert animation.format == 'webp' and len(animation.data) <= len(source.data) // 2 and animation.frame_count > 1
+    assert fit_animation(source.data, len(source.data) // 2, formats=('gif',)).format == 'gif'
+
+
 # -- still pictures -----------------------------------------------------------------------------------------
 
 
@@ -233,6 +241,8 @@ def test_a_still_that_fits_stays_a_lossless_png() -> None:
     with Image.open(io.BytesIO(data)) as decoded:
         assert decoded.format == 'PNG' and np.array_equal(pixels(decoded), pixels(picture))
     assert not is_animated(data)
+    _, extension, note = encode_to_fit(picture, BIG, try_png=False)  # the caller's PNG did not fit: straight to JPEG
+    assert (extension, note) == ('.jpg', "Sent as JPEG to fit this server's upload limit.")
 
 
 def test_a_still_over_the_limit_gets_the_best_jpeg_quality_that_fits() -> None:

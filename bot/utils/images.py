@@ -46,7 +46,7 @@ def fit_bytes(data: bytes, filename: str, limit: int) -> Upload:
         return Upload(stem + animation.extension, animation.data, reencoded=True, note=animation.note)
     with Image.open(io.BytesIO(data)) as opened:
         opened.load()
-        encoded, extension, note = encode_to_fit(opened, limit)
+        encoded, extension, note = encode_to_fit(opened, limit, try_png=opened.format != 'PNG')
     return Upload(stem + extension, encoded, reencoded=True, note=note)
 
 
