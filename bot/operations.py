@@ -198,4 +198,5 @@ async def send_note(channel: discord.abc.Messageable, user: discord.abc.User, te
 
 
 def reencoded_note(upload: Upload) -> str:
-    return "\n(Re-encoded as JPEG to fit this server's upload limit.)" if upload.reencoded else ''
+    """What the member got instead of the file as it was (a JPEG, fewer frames …), as a line of its own."""
+    return f'\n({upload.note})' if upload.reencoded and upload.note else ''

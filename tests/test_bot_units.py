@@ -28,12 +28,13 @@ from bot.operations import picture_view
 from bot.settings import Settings, SettingsError, read_env_file
 from bot.supervisor import Backoff, WorkerSupervisor, worker_env_with_threads, worker_threads
 from bot.utils import custom_ids
-from bot.utils.images import fit_bytes
+from bot.utils.images import fit_bytes, upload_limit
 from bot.utils.prompts import check_blocked, clean_prompt, fold
 from bot.utils.ratios import OTHER_RATIOS, check_ratio
 from bot.utils.views import DYNAMIC_ITEMS, status_view
 from edalle.errors import EdalleError, QuotaExceeded
 from edalle.jobs import GuildSettings, Limits
+from edalle.media import write_timelapse
 from edalle.operations import imagine as imagine_op
 from edalle.operations.base import Picture
 
@@ -219,6 +220,30 @@ def test_a_picture_over_the_upload_limit_is_reencoded_under_it() -> None:
     assert upload.reencoded and upload.filename == 'a.jpg' and len(upload.data) <= 20_000
     with Image.open(io.BytesIO(upload.data)) as image:
         assert image.format == 'JPEG'
+    assert upload.note is not None and upload.note.startswith('Re-encoded as JPEG')
+
+
+def test_an_animation_over_the_upload_limit_stays_animated() -> None:
+    from PIL import Image
+
+    frames = [Image.effect_noise((96, 96), 10 + 2 * i).convert('RGB') for i in range(30)]
+    data = write_timelapse(frames, 10**9).data
+    upload = fit_bytes(data, 'job-7-timelapse.gif', len(data) // 4)
+    assert upload.reencoded and upload.filename == 'job-7-timelapse.gif' and len(upload.data) <= len(data) // 4
+    assert upload.note is not None and 'frames' in upload.note
+    with Image.open(io.BytesIO(upload.data)) as image:
+        assert image.format == 'GIF' and image.is_animated and image.n_frames > 1
+
+
+def test_the_upload_limit_follows_the_boost_level_like_discord_py() -> None:
+    from unittest.mock import MagicMock
+
+    mib = 1024 * 1024
+    for tier, limit in {0: 10 * mib, 1: 10 * mib, 2: 50 * mib, 3: 100 * mib}.items():
+        guild = discord.Guild(data={'id': '1', 'name': 'g', 'premium_tier': tier}, state=MagicMock())
+        assert upload_limit(guild, None) == limit
+        assert upload_limit(guild, 3 * mib) == 3 * mib  # EDALLE_MAX_UPLOAD_BYTES only lowers it
+    assert upload_limit(None, None) == 10 * mib  # DMs: Discord's default since 2025-01-16
 
 
 def test_errors_reach_members_as_sentences_or_ids(caplog: pytest.LogCaptureFixture) -> None:

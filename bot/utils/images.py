@@ -1,9 +1,12 @@
 """Getting a picture under a server's upload limit, and reading members' attachments.
 
-Discord refuses files over the guild's limit (bots have been held to 8–10 MiB whatever the boost level,
-discord-api-docs #6058 and #8572), with a 413 and no result for the member. A PNG that does not fit is
-re-encoded as JPEG at falling quality, then scaled down, until it does; the caller tells the member.
-Pillow runs in a thread so a big picture never blocks the event loop.
+Discord refuses a file over the guild's limit with a 413 and no result for the member. The limit
+is discord.py's `Guild.filesize_limit`: 10 MiB without boosts or at boost level 1 (the default
+fell from 25 MiB to 10 MiB on 2025-01-16, discord-api-docs #7312), 50 MiB at level 2 and 100 MiB
+at level 3; DMs get the default. A file over it is re-encoded by `edalle.media`: a still picture
+as PNG if that fits, else JPEG at falling quality, then smaller; an animation keeps moving, with
+fewer frames, then smaller ones. The caller tells the member (`Upload.note`). Pillow runs in a
+thread so a big picture never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import discord
+from PIL import Image
 
-DEFAULT_LIMIT = 10 * 1024 * 1024
+from edalle.media import encode_to_fit, fit_animation, is_animated
+
+DEFAULT_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES  # 10 MiB since discord.py 2.5
 
 
 @dataclass(frozen=True)
@@ -23,36 +29,25 @@ class Upload:
     filename: str
     data: bytes
     reencoded: bool = False
+    note: str | None = None  # for the member when re-encoded, e.g. "Re-encoded as JPEG to fit this server's upload limit."
 
     def file(self) -> discord.File:
         """A fresh `discord.File` (they are consumed by one request, so build one per attempt)."""
         return discord.File(io.BytesIO(self.data), filename=self.filename)
 
 
-def _shrink(data: bytes, limit: int) -> bytes:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as opened:
-        image = opened.convert('RGB')
-    scale = 1.0
-    while True:
-        frame = (
-            image if scale == 1.0 else image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-        )
-        for quality in (90, 80, 70, 55, 40):
-            buffer = io.BytesIO()
-            frame.save(buffer, format='JPEG', quality=quality, optimize=True)
-            if buffer.tell() <= limit:
-                return buffer.getvalue()
-        scale *= 0.7
-        if frame.width <= 16 or frame.height <= 16:
-            raise ValueError(f'cannot bring the picture under {limit} bytes')
-
-
 def fit_bytes(data: bytes, filename: str, limit: int) -> Upload:
+    """`data` as it is when it fits, else re-encoded under `limit` (an animation stays animated)."""
     if len(data) <= limit:
         return Upload(filename, data)
-    return Upload(Path(filename).stem + '.jpg', _shrink(data, limit), reencoded=True)
+    stem = Path(filename).stem
+    if is_animated(data):
+        animation = fit_animation(data, limit)
+        return Upload(stem + animation.extension, animation.data, reencoded=True, note=animation.note)
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        encoded, extension, note = encode_to_fit(opened, limit, try_png=opened.format != 'PNG')
+    return Upload(stem + extension, encoded, reencoded=True, note=note)
 
 
 async def load_upload(path: Path, limit: int, filename: str | None = None) -> Upload:
