@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from odd_input import IDS_IN_RANGE, IDS_OUT_OF_RANGE, NO_SUCH_JOB_IDS
 from pg_server import shared_server
 
 from edalle import errors
@@ -436,6 +437,95 @@ def test_limits_layer_bot_wide_guild_and_user_overrides(backend):
         return (await store.get_limits(10)).pending_per_user, (await store.get_limits(10, 7)).pending_per_user
 
     assert run(body, backend) == (4, 9)
+
+
+# ---- ids a member sends ----------------------------------------------------------------------------------
+
+
+def test_every_verb_taking_a_job_id_finds_nothing_for_ids_no_job_has(backend):
+    """`.job 99999999999999999999`, `.cancel -1`, a button whose custom_id names job 2**63: "I can't find job
+    #…" from both stores, never OverflowError (sqlite3) or DataError (asyncpg), and the store keeps working."""
+
+    async def body(store, clock):
+        real = (await store.enqueue(imagine(user_id=1))).job
+        for job_id in NO_SUCH_JOB_IDS:
+            for verb in (store.get, store.position, store.cancel, lambda i: store.cancel(i, by_user_id=1)):
+                with pytest.raises(errors.JobNotFound) as refused:
+                    await verb(job_id)
+                assert str(refused.value) == f"I can't find job #{job_id}."
+            assert await store.get_many([job_id, real.id, job_id]) == [await store.get(real.id)]
+            await store.set_status_message(job_id, 5)  # as for any unknown job: nothing to remember it on
+            expand = JobRequest.expand(
+                user_id=1, guild_id=10, channel_id=20, parent_job_id=job_id, parent_index=0, preset='tiny'
+            )
+            with pytest.raises(errors.InvalidParent):  # 🔍 on a grid whose custom_id names no job
+                await store.enqueue(expand)
+            expand = JobRequest.expand(
+                user_id=1, guild_id=10, channel_id=20, parent_job_id=real.id, parent_index=job_id, preset='tiny'
+            )
+            with pytest.raises(errors.InvalidParent):
+                await store.enqueue(expand)
+        return await store.get(real.id), await store.get_many(list(NO_SUCH_JOB_IDS))
+
+    real, none = run(body, backend)
+    assert real.status is JobStatus.QUEUED and real.status_message_id is None and none == []
+
+
+def verbs_given_an_id(store, bad: int) -> dict[str, Any]:
+    """Every store verb that takes a user, server, channel or message id, each called with `bad` in one place."""
+
+    def request(**ids: int) -> JobRequest:
+        return JobRequest.imagine(**{'user_id': 1, 'guild_id': 10, 'channel_id': 20, **ids}, prompt='a')
+
+    return {
+        'get_settings': lambda: store.get_settings(bad),
+        'get_limits (server)': lambda: store.get_limits(bad, 1),
+        'get_limits (user)': lambda: store.get_limits(10, bad),
+        'set_setting': lambda: store.set_setting(bad, 'queue_cap', 5, actor_id=None),
+        'set_setting (actor)': lambda: store.set_setting(10, 'queue_cap', 5, actor_id=bad),
+        'set_limit': lambda: store.set_limit(bad, 'queue_cap', 5, actor_id=None),
+        'set_override (user)': lambda: store.set_override(10, bad, 'queue_cap', 5, actor_id=None),
+        'set_override (server)': lambda: store.set_override(bad, 1, 'queue_cap', 5, actor_id=None),
+        'ban': lambda: store.ban(10, bad, actor_id=None),
+        'ban (server)': lambda: store.ban(bad, 1, actor_id=None),
+        'unban': lambda: store.unban(10, bad, actor_id=None),
+        'get_ban': lambda: store.get_ban(10, bad),
+        'audit_log': lambda: store.audit_log(bad),
+        'quota': lambda: store.quota(10, bad),
+        'user_jobs': lambda: store.user_jobs(bad),
+        'enqueue (user)': lambda: store.enqueue(request(user_id=bad)),
+        'enqueue (server)': lambda: store.enqueue(request(guild_id=bad)),
+        'enqueue (channel)': lambda: store.enqueue(request(channel_id=bad)),
+        'set_status_message': lambda: store.set_status_message(1, bad),
+    }
+
+
+def test_user_server_and_channel_ids_out_of_range_are_refused_in_words_and_in_range_ones_work(backend):
+    async def body(store, clock):
+        for user_id in IDS_IN_RANGE:  # no Discord user has these ids, but a column holds them: the verbs work
+            await store.set_override(10, user_id, 'pending_per_user', 7, actor_id=user_id)
+            assert (await store.get_limits(10, user_id)).pending_per_user == 7
+            await store.ban(10, user_id, actor_id=user_id, reason='odd')
+            assert (await store.get_ban(10, user_id)).user_id == user_id
+            assert await store.unban(10, user_id, actor_id=user_id)
+            assert (await store.quota(10, user_id)).imagines_used == 0
+            assert await store.user_jobs(user_id, active_only=False) == []
+            assert (await store.get_settings(user_id)).guild_id == user_id  # the same ids as server ids
+            assert len(await store.audit_log(user_id)) == (len(RELAXED) if user_id == 0 else 0)
+        refused = []
+        for bad in IDS_OUT_OF_RANGE:
+            for name, call in verbs_given_an_id(store, bad).items():
+                with pytest.raises(errors.InvalidId) as caught:
+                    await call()
+                assert str(bad) in str(caught.value), name
+                refused.append(name)
+        # Row counts a member may type are clamped, not bound as they come.
+        assert await store.user_jobs(1, limit=10**20) == [] and await store.audit_log(10, limit=-1) == []
+        assert len(await store.audit_log(10, limit=2**63)) == 3 * len(IDS_IN_RANGE)  # override, ban, unban each
+        return refused, await store.user_jobs(1, active_only=False)
+
+    refused, jobs = run(body, backend)
+    assert len(refused) == 19 * len(IDS_OUT_OF_RANGE) and jobs == []  # nothing was written by a refused call
 
 
 # ---- delivery --------------------------------------------------------------------------------------------
