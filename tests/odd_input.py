@@ -19,3 +19,36 @@ IDS_OUT_OF_RANGE = (2**63, 10**20, -(2**63) - 1)
 NO_SUCH_JOB_IDS = IDS_IN_RANGE + IDS_OUT_OF_RANGE
 #: The same ids as a member types them into a command or a custom_id.
 NO_SUCH_JOB_ID_TEXTS = tuple(str(value) for value in NO_SUCH_JOB_IDS) + ('9999999999999999999', '99999999999999999999')
+
+# ---- admin values ------------------------------------------------------------------------------------------
+# `.admin set <limit> <value>` and `.admin user @member <limit> <value>` pass the text as typed.
+
+#: (limit, value as typed or given, what is stored): accepted values, normalised.
+SETTING_VALUES_ACCEPTED = (
+    ('cooldown_seconds', '-0', 0.0),
+    ('cooldown_seconds', '-0.0', 0.0),
+    ('cooldown_seconds', -0.0, 0.0),
+    ('cooldown_seconds', ' 2.5 ', 2.5),
+    ('cooldown_seconds', '1e3', 1000.0),
+    ('cooldown_seconds', 86_400, 86_400.0),
+    ('daily_imagines', '-0', 0),
+    ('daily_imagines', '1e3', 1000),
+    ('daily_imagines', 7.0, 7),
+    ('daily_imagines', '10000', 10_000),
+)
+#: (limit, value): refused with the limit's valid range, and nothing stored.
+SETTING_VALUES_REFUSED = tuple(
+    (key, value)
+    for key in ('cooldown_seconds', 'daily_imagines')
+    for value in (
+        'nan', 'NaN', '-nan', float('nan'),
+        'inf', '-inf', 'Infinity', float('inf'), '1e999', '-1e999',
+        '99999999999999999999', 10**20, 2**63, '9' * 5000,
+        '-1', '-0.5', True, '', ' ', 'many', '0x10', '12abc', [3],
+    )
+) + (
+    ('cooldown_seconds', '86400.001'),
+    ('daily_imagines', '10001'),
+    ('daily_imagines', '2.5'),
+    ('daily_imagines', 2.5),
+)  # fmt: skip

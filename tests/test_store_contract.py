@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from odd_input import IDS_IN_RANGE, IDS_OUT_OF_RANGE, NO_SUCH_JOB_IDS
+from odd_input import IDS_IN_RANGE, IDS_OUT_OF_RANGE, NO_SUCH_JOB_IDS, SETTING_VALUES_REFUSED
 from pg_server import shared_server
 
 from edalle import errors
@@ -437,6 +437,21 @@ def test_limits_layer_bot_wide_guild_and_user_overrides(backend):
         return (await store.get_limits(10)).pending_per_user, (await store.get_limits(10, 7)).pending_per_user
 
     assert run(body, backend) == (4, 9)
+
+
+def test_limits_and_overrides_refuse_values_that_are_not_finite_numbers_in_range(backend):
+    async def body(store, clock):
+        for key, value in SETTING_VALUES_REFUSED:
+            with pytest.raises(errors.InvalidSetting, match=' between '):
+                await store.set_limit(10, key, value, actor_id=1)
+            with pytest.raises(errors.InvalidSetting, match=' between '):  # a per-member override
+                await store.set_override(10, 7, key, value, actor_id=1)
+        await store.set_override(10, 7, 'cooldown_seconds', '-0', actor_id=1)
+        return await store.get_limits(10, 7), await store.audit_log(10)
+
+    limits, audit = run(body, backend)
+    assert limits.cooldown_seconds == 0 and str(limits.cooldown_seconds) == '0.0'
+    assert [entry.new_value for entry in audit] == [0.0]  # the refused values left no trace
 
 
 # ---- ids a member sends ----------------------------------------------------------------------------------
