@@ -52,3 +52,100 @@ SETTING_VALUES_REFUSED = tuple(
     ('daily_imagines', '2.5'),
     ('daily_imagines', 2.5),
 )  # fmt: skip
+
+# ---- prompts -----------------------------------------------------------------------------------------------
+# Every text field (prompt, negative prompt, remix, region prompt) goes through `bot.utils.prompts.clean_prompt`.
+
+#: Texts that hold nothing to draw: `clean_prompt` gives '', and the operation refuses them before queueing.
+EMPTY_PROMPTS = {
+    'controls': '\x01\x02\x07\x1b\x7f',
+    'bidi overrides and isolates': '\u202e\u202d\u2066\u2069',
+    'zero-width characters': '\u200b\u200c\u200d\u2060\ufeff',
+    'soft hyphens': '\u00ad\u00ad',
+    'whitespace and controls': ' \t\x00\n \x1f \u3000',
+    'hangul fillers': '\u3164\u115f',
+    'braille blanks': '\u2800\u2800',
+    'combining marks alone': '\u0301\u0308\u034f',
+    'punctuation alone': '... ?!',
+    'variation selectors alone': '\ufe0f\ufe0e',
+    'tag characters alone': '\U000e0062\U000e006c\U000e006f',
+    'a lone surrogate': '\ud800',
+    'all of them': '\u202e \x07\u200b\u00ad \ufe0f',
+}
+#: (as sent, as queued): what stays, what goes.
+KEPT_PROMPTS = {
+    'ordinary text': ('  a   red\n fox ', 'a red fox'),
+    'an emoji ZWJ sequence': ('a 👩\u200d💻 at night', 'a 👩\u200d💻 at night'),
+    'a family (three ZWJs)': ('👨\u200d👩\u200d👧', '👨\u200d👩\u200d👧'),
+    'an emoji with VS16': ('❤\ufe0f hearts', '❤\ufe0f hearts'),
+    'a keycap': ('1\ufe0f\u20e3 one', '1\ufe0f\u20e3 one'),
+    'a flag': ('🇫🇷 flag', '🇫🇷 flag'),
+    'a tag-sequence flag': (
+        '🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f flag',
+        '🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f flag',
+    ),
+    'a skin tone': ('👍🏽 ok', '👍🏽 ok'),
+    'an emoji newer than the Unicode tables of Python 3.11': ('🫨', '🫨'),
+    'an emoji alone': ('🐱', '🐱'),
+    'a zero-width space inside a word': ('bl\u200bood moon', 'blood moon'),
+    'a bidi override before a word': ('\u202ecat', 'cat'),
+    'a control inside': ('a\x07 cat', 'a cat'),
+    'a ZWJ that joins no emoji': ('👍\u200da', '👍a'),
+    'a variation selector after a letter': ('a\ufe0f cat', 'a cat'),
+    'tags hidden after an emoji': ('👍\U000e0062\U000e006c ok', '👍 ok'),
+    'accents': ('café crème', 'café crème'),
+    'combining accents': ('cafe\u0301', 'cafe\u0301'),
+    'Persian with a ZWNJ (the model reads the words, not the joining)': ('می\u200cخواهم', 'میخواهم'),
+    'Chinese': ('一只猫', '一只猫'),
+    'punctuation with a word': ('... cat?!', '... cat?!'),
+}
+
+# ---- blocked words -----------------------------------------------------------------------------------------
+
+#: With "blood" blocked, each of these is refused: the ways members dodge a word filter.
+BLOOD_EVASIONS = {
+    'zero-width space': 'a bl\u200bood moon',
+    'zero-width joiner': 'a bl\u200dood moon',
+    'zero-width non-joiner': 'a bl\u200cood moon',
+    'soft hyphen': 'a bl\u00adood moon',
+    'word joiner': 'a b\u2060lood moon',
+    'bidi override': 'a \u202eblood moon',
+    'variation selector': 'a bl\ufe0food moon',
+    'Cyrillic о': 'a blооd moon',
+    'Greek ο': 'a blοοd moon',
+    'Greek β': 'a βlood moon',
+    'Cyrillic Ь': 'a Ьlood moon',
+    'Cyrillic ԁ': 'a bloo\u0501 moon',
+    'letters split by dots': 'a b.l.o.o.d moon',
+    'letters split by spaces': 'a b l o o d moon',
+    'letters split by dashes, with leetspeak': 'a b-l-0-0-d moon',
+    'leetspeak zeros': 'a bl00d moon',
+    'leetspeak 8': 'an 8lood moon',
+    'a capital I for the l': 'a bIood moon',
+    'a pipe for the l': 'a b|ood moon',
+    'plural': 'two bloods',
+    'case': 'a BLOOD moon',
+    'accents': 'a blóód moon',
+    'combining marks': 'a b\u0301l\u0308ood moon',
+    'fullwidth letters': 'a ｂｌｏｏｄ moon',
+    'mathematical letters': 'a 𝐛𝐥𝐨𝐨𝐝 moon',
+    'circled letters': 'a ⓑⓛⓞⓞⓓ moon',
+    'parenthesised letters': 'a ⒝⒧⒪⒪⒟ moon',
+    'small capitals (read as "blood" by the model)': 'a ʙʟᴏᴏᴅ moon',
+    'an HTML entity (read as "blood" by the model)': 'a bl&#111;od moon',
+    'the drop-of-blood emoji (read as "drop of blood" by the model)': 'a 🩸 moon',
+    'a possessive': "the blood's colour",
+    'punctuation around': '"blood!"',
+}
+#: With "blood" blocked, ordinary text that passes: words that merely contain the letters, and words beside them.
+BLOOD_ALLOWED = {
+    'a longer word': 'a bloodhound',
+    'a word ending in it': 'lifeblood',
+    'a compound': 'the bloodline',
+    'bloody (needs blood*)': 'a bloody nose',
+    'a word split unevenly (not caught)': 'bl ood',
+    'single letters that spell another word': 'b l o o m',
+    'single letters nearby': 'a b c d',
+    'close spellings': 'blond bold blocd',
+    'digits alone': '800 horses and 1337 ducks',
+}

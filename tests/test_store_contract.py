@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from odd_input import IDS_IN_RANGE, IDS_OUT_OF_RANGE, NO_SUCH_JOB_IDS, SETTING_VALUES_REFUSED
+from odd_input import (
+    BLOOD_ALLOWED,
+    BLOOD_EVASIONS,
+    IDS_IN_RANGE,
+    IDS_OUT_OF_RANGE,
+    NO_SUCH_JOB_IDS,
+    SETTING_VALUES_REFUSED,
+)
 from pg_server import shared_server
 
 from edalle import errors
@@ -417,6 +424,21 @@ def test_enqueue_fit_shapes_a_new_request_with_the_settings_it_read(backend):
     assert seen == [(('cat',), 4)] * 2  # read in the enqueue transaction; not called for a request seen before
     assert first.created and first.job.payload['n'] == 4 and first.job.compat_key == 'imagine:tiny:4'
     assert not again.created and again.job.id == first.job.id and [job.id for job in jobs] == [first.job.id]
+
+
+def test_a_disguised_blocked_word_is_refused_in_the_enqueue_transaction_and_charges_nothing(backend):
+    async def body(store, clock):
+        await store.set_setting(10, 'blocked_words', ['blood'], actor_id=None)
+        for text in BLOOD_EVASIONS.values():
+            with pytest.raises(errors.PromptRejected):
+                await store.enqueue(imagine(user_id=1, prompt=text))
+        refused_quota = await store.quota(10, 1)
+        for text in BLOOD_ALLOWED.values():
+            await store.enqueue(imagine(user_id=1, prompt=text))
+        return refused_quota, await store.quota(10, 1)
+
+    refused, allowed = run(body, backend)
+    assert refused.imagines_used == 0 and allowed.imagines_used == len(BLOOD_ALLOWED)
 
 
 def test_a_failed_job_gives_its_quota_back(backend):

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import math
 import operator
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from edalle import blocked_words as word_filter
 from edalle.errors import InvalidSetting
+from edalle.invisible import strip_invisible
 from edalle.jobs.ids import fits
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,22 @@ def validate_setting(key: str, value: Any) -> Any:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise InvalidSetting(f'{key} takes a list.')
         if key == 'blocked_words':
-            return sorted({str(word).strip().lower() for word in value if str(word).strip()})
+            return _blocked_words(value)
         return sorted({_discord_id(key, item, 'a list of channel ids') for item in value})
     if key == 'admin_role_id':
         return _discord_id(key, value, 'a role id')
     return _number(key, spec, value)
+
+
+def _blocked_words(words: Iterable[Any]) -> list[str]:
+    """Blocked words as stored: lower case, without invisible characters, a `*` only at the end (a prefix)."""
+    cleaned = {strip_invisible(str(word)).strip().lower() for word in words}
+    for word in cleaned:
+        if '*' in word.rstrip('*') or word.endswith('**') or word == '*':
+            raise InvalidSetting(
+                f'“{word}”: a * may only end a blocked word (`blood*` blocks every word that starts with blood).'
+            )
+    return sorted(word for word in cleaned if word)
 
 
 def _number(key: str, spec: SettingSpec, value: Any) -> int | float:
@@ -219,9 +231,11 @@ def settings_from_layers(guild_id: int, layers: Iterable[Mapping[str, Any]]) -> 
 
 
 def find_blocked_word(text: str, blocked_words: Iterable[str]) -> str | None:
-    """The first blocked word that appears in `text` as a whole word (any case), or None."""
-    lowered = text.lower()
-    for word in blocked_words:
-        if re.search(rf'(?<!\w){re.escape(word)}(?!\w)', lowered):
-            return word
-    return None
+    """The first of `blocked_words` (as the admin wrote it) that `text` contains, or None.
+
+    The one check every text a member sends to an operation goes through (prompts, negative prompts, remix
+    and region prompts), in the bot and again in the enqueue transaction. Whole words, through disguises:
+    case, accents, look-alike letters, invisible characters, leetspeak, spelled-out letters, plurals, and
+    `word*` for every word that starts with it; see `edalle.blocked_words` for what is matched and what is not.
+    """
+    return word_filter.find_blocked_word(text, blocked_words)
