@@ -17,8 +17,22 @@ IDS_IN_RANGE = (-1, 0, 2**63 - 1)
 IDS_OUT_OF_RANGE = (2**63, 10**20, -(2**63) - 1)
 #: Every job id above: none names a job.
 NO_SUCH_JOB_IDS = IDS_IN_RANGE + IDS_OUT_OF_RANGE
-#: The same ids as a member types them into a command or a custom_id.
+#: The same ids as a member types them into a command (`.job <id>`, `.cancel <id>`).
 NO_SUCH_JOB_ID_TEXTS = tuple(str(value) for value in NO_SUCH_JOB_IDS) + ('9999999999999999999', '99999999999999999999')
+#: Custom ids a modified client may send: each matches a template of `bot.utils.custom_ids` (19 digits at most),
+#: but names no job, and the ones past 2**63 − 1 no job could have.
+NO_SUCH_JOB_CUSTOM_IDS = tuple(
+    custom_id
+    for job_id in ('0', '9223372036854775807', '9223372036854775808', '9999999999999999999')
+    for custom_id in (
+        f'ed:pick:{job_id}:0',
+        f'ed:reroll:{job_id}',
+        f'ed:cancel:{job_id}',
+        f'ed:info:{job_id}:0',
+        f'ed:expand:{job_id}:0:16x9',
+        f'ed:ratios:{job_id}:0',
+    )
+)
 
 # ---- admin values ------------------------------------------------------------------------------------------
 # `.admin set <limit> <value>` and `.admin user @member <limit> <value>` pass the text as typed.
