@@ -17,7 +17,7 @@ In both, a blocked word matches as a whole word, and also:
   ("800" is not "boo");
 - with its letters one by one, split by up to three non-letters ("b l o o d", "b.l.o.o.d", "b-l-0-0-d"),
   for words of three letters or more; single letters around such a run may be part of it;
-- with a plural "s"/"es" ("bloods", "b l o o d s" is not, "bloodes");
+- with a plural "s" or "es" ("bloods", "bloodes");
 - `blood*`, as an admin writes it, matches every word that starts with "blood" ("bloodhound", "bloody").
 
 Never inside a longer word ("Scunthorpe", "bloodhound" without the `*`), and not a word broken unevenly
