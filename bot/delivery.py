@@ -177,6 +177,8 @@ class Courier:
                 return job.status_message_id
             except discord.NotFound:
                 log.info('job %s: its status message is gone; posting the result as a new message', job.id)
+            except discord.DiscordServerError:
+                raise  # the edit may have been saved: edit again next round rather than post a second copy
             except discord.HTTPException as exc:  # too old to edit (30046), or no longer allowed to edit
                 log.info('job %s: could not edit its status message (%s); posting a new one', job.id, exc)
         if job.channel_id is None:  # no channel recorded: straight to DMs

@@ -137,6 +137,15 @@ class JobNotFound(EdalleError):
         super().__init__(f"I can't find job #{job_id}.")
 
 
+class InvalidId(EdalleError):
+    """That id cannot be anyone's on Discord."""
+
+    def __init__(self, what: str, value: object) -> None:
+        self.what = what  # 'user', 'server', 'channel', 'message', in a member's words
+        self.value = value
+        super().__init__(f'There is no {what} with id {value}.')
+
+
 class NotJobOwner(EdalleError):
     """Only the person who started this job (or an admin) can do that."""
 

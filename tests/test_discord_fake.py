@@ -537,6 +537,63 @@ def test_permissions_dms_and_nonce(discord_errors: fixtures.DiscordErrorCollecto
     run(main())
 
 
+def test_enforced_nonces_as_discord_keeps_them(discord_errors: fixtures.DiscordErrorCollector) -> None:
+    """Within the window the same nonce from the bot in a channel returns the first message; a deleted one is 404
+    (not posted again); another channel, or after the window, is a new message."""
+
+    async def main() -> None:
+        bot, _ = make_bot()
+        async with running_fake() as fake, running_bot(bot, fake):
+            channel, other = bot.get_channel(fake.channel.id), bot.get_channel(fake.images_channel.id)
+            assert isinstance(channel, discord.TextChannel) and isinstance(other, discord.TextChannel)
+            first = await channel.send('result', nonce='edalle-job-1')
+            assert (await channel.send('result again', nonce='edalle-job-1')).id == first.id
+            elsewhere = await other.send('result', nonce='edalle-job-1')
+            assert elsewhere.id != first.id
+
+            gone = await channel.send('doomed', nonce='edalle-job-2')
+            await gone.delete()
+            with pytest.raises(discord.NotFound) as refused:
+                await channel.send('doomed', nonce='edalle-job-2')
+            assert refused.value.code == 10008
+
+            fake.nonce_window_seconds = 0.0  # "the past few minutes" are over
+            later = await channel.send('result', nonce='edalle-job-1')
+            assert later.id != first.id
+            assert [m.content for m in fake.bot_messages(fake.channel)] == ['result', 'result']
+
+    run(main())
+
+
+def test_an_error_after_saving_leaves_the_message_and_a_retry_with_the_nonce_returns_it(
+    discord_errors: fixtures.DiscordErrorCollector,
+) -> None:
+    async def main() -> None:
+        bot, _ = make_bot()
+        async with running_fake() as fake, running_bot(bot, fake):
+            channel = bot.get_channel(fake.channel.id)
+            assert isinstance(channel, discord.TextChannel)
+            route = rf'^/channels/{fake.channel.id}/messages$'
+            fake.inject_error_after_saving('POST', route, 503)  # discord.py does not retry a 503 by itself
+            with pytest.raises(discord.DiscordServerError):
+                await channel.send('saved anyway', nonce='n-1')
+            (saved,) = fake.bot_messages(fake.channel)
+            assert saved.content == 'saved anyway'
+            assert (await channel.send('saved anyway', nonce='n-1')).id == saved.id  # the caller's own retry
+
+            fake.inject_error_after_saving('POST', route, 500)  # retried by discord.py after 1 s with the same nonce
+            retried = await channel.send('once')  # discord.py sends a random nonce of its own when given none
+            assert [r.status for r in fake.requests_matching('POST', route)][-2:] == [500, 200]
+            fake.inject_error_after_saving('POST', route, 503)  # a caller that retries with a new nonce posts twice
+            with pytest.raises(discord.DiscordServerError):
+                await channel.send('twice')
+            await channel.send('twice')
+            contents = [m.content for m in fake.bot_messages(fake.channel)]
+            assert contents == ['saved anyway', 'once', 'twice', 'twice'] and retried.content == 'once'
+
+    run(main(), 30)
+
+
 # -- rate limits, injected errors and unknown routes ----------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import asyncio
 from datetime import datetime, timezone
 
 import pytest
+from odd_input import SETTING_VALUES_ACCEPTED, SETTING_VALUES_REFUSED
 
 from edalle import errors
 from edalle.jobs import BOT_WIDE, JobStatus, Limits, SqliteJobStore, WorkerCaps
@@ -248,3 +249,53 @@ def test_find_blocked_word_matches_whole_words_in_any_case():
     assert find_blocked_word('A Gory scene', ['gory']) == 'gory'
     assert find_blocked_word('allegory', ['gory']) is None
     assert find_blocked_word('c++ code', ['c++']) == 'c++'
+
+
+@pytest.mark.parametrize(('key', 'value', 'stored'), SETTING_VALUES_ACCEPTED)
+def test_limit_values_are_normalised(key, value, stored):
+    assert validate_setting(key, value) == stored and type(validate_setting(key, value)) is type(stored)
+    assert str(validate_setting(key, value)) != '-0.0'
+
+
+@pytest.mark.parametrize(('key', 'value'), SETTING_VALUES_REFUSED)
+def test_limit_values_that_are_not_finite_numbers_in_range_are_refused_with_the_range(key, value):
+    """`nan` slipped past the bounds (it compares false with both) and `.admin` then showed "nan"."""
+    with pytest.raises(errors.InvalidSetting) as refused:
+        validate_setting(key, value)
+    low, high = {'cooldown_seconds': (0, 86400), 'daily_imagines': (0, 10000)}[key]
+    assert str(refused.value) == (
+        f'{key} takes a {"number" if key == "cooldown_seconds" else "whole number"} between {low} and {high}.'
+    )
+
+
+def test_discord_ids_in_settings_must_be_ids_a_store_can_hold():
+    assert validate_setting('admin_role_id', '555') == 555
+    assert validate_setting('allowed_channel_ids', [20, '21', 20]) == [20, 21]
+    for key, value in [
+        ('admin_role_id', '99999999999999999999'),
+        ('admin_role_id', 2**63),
+        ('admin_role_id', -5),
+        ('admin_role_id', 'nan'),
+        ('admin_role_id', True),
+        ('allowed_channel_ids', [20, 10**20]),
+        ('allowed_channel_ids', ['-1']),
+        ('allowed_channel_ids', [1.5]),
+    ]:
+        with pytest.raises(errors.InvalidSetting, match=f'^{key} takes'):
+            validate_setting(key, value)
+
+
+def test_a_nan_stored_before_validation_refused_it_is_ignored_on_read(tmp_path):
+    """A database written by an older edalle may hold `NaN` (JSON) for a limit: the default applies instead."""
+
+    async def body(store, clock):
+        await store.set_limit(GUILD, 'cooldown_seconds', 5, actor_id=7)
+        await store._conn.execute("UPDATE guild_settings SET value = 'NaN' WHERE key = 'cooldown_seconds'")
+        await store._conn.commit()
+        await store.set_override(GUILD, 1, 'daily_imagines', 4, actor_id=7)
+        await store._conn.execute("UPDATE user_overrides SET value = '1e999' WHERE key = 'daily_imagines'")
+        await store._conn.commit()
+        return await store.get_limits(GUILD, 1)
+
+    limits = run(body, tmp_path)
+    assert limits.cooldown_seconds == Limits().cooldown_seconds and limits.daily_imagines == Limits().daily_imagines

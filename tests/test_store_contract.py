@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from odd_input import (
+    BLOOD_ALLOWED,
+    BLOOD_EVASIONS,
+    IDS_IN_RANGE,
+    IDS_OUT_OF_RANGE,
+    NO_SUCH_JOB_IDS,
+    SETTING_VALUES_REFUSED,
+)
 from pg_server import shared_server
 
 from edalle import errors
@@ -420,6 +428,21 @@ def test_enqueue_fit_shapes_a_new_request_with_the_settings_it_read(backend):
     assert not again.created and again.job.id == first.job.id and [job.id for job in jobs] == [first.job.id]
 
 
+def test_a_disguised_blocked_word_is_refused_in_the_enqueue_transaction_and_charges_nothing(backend):
+    async def body(store, clock):
+        await store.set_setting(10, 'blocked_words', ['blood'], actor_id=None)
+        for text in BLOOD_EVASIONS.values():
+            with pytest.raises(errors.PromptRejected):
+                await store.enqueue(imagine(user_id=1, prompt=text))
+        refused_quota = await store.quota(10, 1)
+        for text in BLOOD_ALLOWED.values():
+            await store.enqueue(imagine(user_id=1, prompt=text))
+        return refused_quota, await store.quota(10, 1)
+
+    refused, allowed = run(body, backend)
+    assert refused.imagines_used == 0 and allowed.imagines_used == len(BLOOD_ALLOWED)
+
+
 def test_a_failed_job_gives_its_quota_back(backend):
     async def body(store, clock):
         await store.enqueue(imagine(user_id=1))
@@ -438,6 +461,110 @@ def test_limits_layer_bot_wide_guild_and_user_overrides(backend):
         return (await store.get_limits(10)).pending_per_user, (await store.get_limits(10, 7)).pending_per_user
 
     assert run(body, backend) == (4, 9)
+
+
+def test_limits_and_overrides_refuse_values_that_are_not_finite_numbers_in_range(backend):
+    async def body(store, clock):
+        for key, value in SETTING_VALUES_REFUSED:
+            with pytest.raises(errors.InvalidSetting, match=' between '):
+                await store.set_limit(10, key, value, actor_id=1)
+            with pytest.raises(errors.InvalidSetting, match=' between '):  # a per-member override
+                await store.set_override(10, 7, key, value, actor_id=1)
+        await store.set_override(10, 7, 'cooldown_seconds', '-0', actor_id=1)
+        return await store.get_limits(10, 7), await store.audit_log(10)
+
+    limits, audit = run(body, backend)
+    assert limits.cooldown_seconds == 0 and str(limits.cooldown_seconds) == '0.0'
+    assert [entry.new_value for entry in audit] == [0.0]  # the refused values left no trace
+
+
+# ---- ids a member sends ----------------------------------------------------------------------------------
+
+
+def test_every_verb_taking_a_job_id_finds_nothing_for_ids_no_job_has(backend):
+    """`.job 99999999999999999999`, `.cancel -1`, a button whose custom_id names job 2**63: "I can't find job
+    #…" from both stores, never OverflowError (sqlite3) or DataError (asyncpg), and the store keeps working."""
+
+    async def body(store, clock):
+        real = (await store.enqueue(imagine(user_id=1))).job
+        for job_id in NO_SUCH_JOB_IDS:
+            for verb in (store.get, store.position, store.cancel, lambda i: store.cancel(i, by_user_id=1)):
+                with pytest.raises(errors.JobNotFound) as refused:
+                    await verb(job_id)
+                assert str(refused.value) == f"I can't find job #{job_id}."
+            assert await store.get_many([job_id, real.id, job_id]) == [await store.get(real.id)]
+            await store.set_status_message(job_id, 5)  # as for any unknown job: nothing to remember it on
+            expand = expand_op.request(
+                user_id=1, guild_id=10, channel_id=20, parent_job_id=job_id, parent_index=0, preset='tiny'
+            )
+            with pytest.raises(errors.InvalidParent):  # 🔍 on a grid whose custom_id names no job
+                await store.enqueue(expand)
+            expand = expand_op.request(
+                user_id=1, guild_id=10, channel_id=20, parent_job_id=real.id, parent_index=job_id, preset='tiny'
+            )
+            with pytest.raises(errors.InvalidParent):
+                await store.enqueue(expand)
+        return await store.get(real.id), await store.get_many(list(NO_SUCH_JOB_IDS))
+
+    real, none = run(body, backend)
+    assert real.status is JobStatus.QUEUED and real.status_message_id is None and none == []
+
+
+def verbs_given_an_id(store, bad: int) -> dict[str, Any]:
+    """Every store verb that takes a user, server, channel or message id, each called with `bad` in one place."""
+
+    def request(**ids: int) -> JobRequest:
+        return imagine_op.request(**{'user_id': 1, 'guild_id': 10, 'channel_id': 20, **ids}, prompt='a')
+
+    return {
+        'get_settings': lambda: store.get_settings(bad),
+        'get_limits (server)': lambda: store.get_limits(bad, 1),
+        'get_limits (user)': lambda: store.get_limits(10, bad),
+        'set_setting': lambda: store.set_setting(bad, 'queue_cap', 5, actor_id=None),
+        'set_setting (actor)': lambda: store.set_setting(10, 'queue_cap', 5, actor_id=bad),
+        'set_limit': lambda: store.set_limit(bad, 'queue_cap', 5, actor_id=None),
+        'set_override (user)': lambda: store.set_override(10, bad, 'queue_cap', 5, actor_id=None),
+        'set_override (server)': lambda: store.set_override(bad, 1, 'queue_cap', 5, actor_id=None),
+        'ban': lambda: store.ban(10, bad, actor_id=None),
+        'ban (server)': lambda: store.ban(bad, 1, actor_id=None),
+        'unban': lambda: store.unban(10, bad, actor_id=None),
+        'get_ban': lambda: store.get_ban(10, bad),
+        'audit_log': lambda: store.audit_log(bad),
+        'quota': lambda: store.quota(10, bad),
+        'user_jobs': lambda: store.user_jobs(bad),
+        'enqueue (user)': lambda: store.enqueue(request(user_id=bad)),
+        'enqueue (server)': lambda: store.enqueue(request(guild_id=bad)),
+        'enqueue (channel)': lambda: store.enqueue(request(channel_id=bad)),
+        'set_status_message': lambda: store.set_status_message(1, bad),
+    }
+
+
+def test_user_server_and_channel_ids_out_of_range_are_refused_in_words_and_in_range_ones_work(backend):
+    async def body(store, clock):
+        for user_id in IDS_IN_RANGE:  # no Discord user has these ids, but a column holds them: the verbs work
+            await store.set_override(10, user_id, 'pending_per_user', 7, actor_id=user_id)
+            assert (await store.get_limits(10, user_id)).pending_per_user == 7
+            await store.ban(10, user_id, actor_id=user_id, reason='odd')
+            assert (await store.get_ban(10, user_id)).user_id == user_id
+            assert await store.unban(10, user_id, actor_id=user_id)
+            assert (await store.quota(10, user_id)).imagines_used == 0
+            assert await store.user_jobs(user_id, active_only=False) == []
+            assert (await store.get_settings(user_id)).guild_id == user_id  # the same ids as server ids
+            assert len(await store.audit_log(user_id)) == (len(RELAXED) if user_id == 0 else 0)
+        refused = []
+        for bad in IDS_OUT_OF_RANGE:
+            for name, call in verbs_given_an_id(store, bad).items():
+                with pytest.raises(errors.InvalidId) as caught:
+                    await call()
+                assert str(bad) in str(caught.value), name
+                refused.append(name)
+        # Row counts a member may type are clamped, not bound as they come.
+        assert await store.user_jobs(1, limit=10**20) == [] and await store.audit_log(10, limit=-1) == []
+        assert len(await store.audit_log(10, limit=2**63)) == 3 * len(IDS_IN_RANGE)  # override, ban, unban each
+        return refused, await store.user_jobs(1, active_only=False)
+
+    refused, jobs = run(body, backend)
+    assert len(refused) == 19 * len(IDS_OUT_OF_RANGE) and jobs == []  # nothing was written by a refused call
 
 
 # ---- delivery --------------------------------------------------------------------------------------------

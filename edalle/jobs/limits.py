@@ -12,12 +12,19 @@ shared resource); the limit that applies is the one of the guild where the job i
 
 from __future__ import annotations
 
-import re
+import logging
+import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from edalle import blocked_words as word_filter
 from edalle.errors import InvalidSetting
+from edalle.invisible import strip_invisible
+from edalle.jobs.ids import fits
+
+log = logging.getLogger(__name__)
 
 DAY_SECONDS = 86_400
 BOT_WIDE = 0  # the guild id of bot-wide settings, overrides and bans (and of direct messages)
@@ -138,7 +145,13 @@ def require_limit(key: str, why: str = '') -> None:
 
 
 def validate_setting(key: str, value: Any) -> Any:
-    """Check and normalise one value; `None` means "back to the default". Raises `InvalidSetting`."""
+    """Check and normalise one value; `None` means "back to the default". Raises `InvalidSetting`.
+
+    Values come as admins type them (`.admin set cooldown_seconds 2.5` passes the string '2.5') or as
+    numbers. A limit must be a finite number inside its bounds: `nan` compares false with every bound, so it
+    once slipped past them and `.admin` showed "nan"; `inf`, `1e999` and huge integers are refused the same
+    way, and `-0` is kept as 0.
+    """
     key = canonical_key(key)
     spec = SETTING_SPECS.get(key)
     if spec is None:
@@ -148,28 +161,85 @@ def validate_setting(key: str, value: Any) -> Any:
     if spec.kind is list:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise InvalidSetting(f'{key} takes a list.')
-        if key in ('blocked_words', 'disabled_operations'):
-            return sorted({str(word).strip().lower() for word in value if str(word).strip()})
+        if key == 'blocked_words':
+            return _blocked_words(value)
+        if key == 'disabled_operations':
+            return sorted({str(name).strip().lower() for name in value if str(name).strip()})
+        return sorted({_discord_id(key, item, 'a list of channel ids') for item in value})
+    if key == 'admin_role_id':
+        return _discord_id(key, value, 'a role id')
+    return _number(key, spec, value)
+
+
+def _blocked_words(words: Iterable[Any]) -> list[str]:
+    """Blocked words as stored: lower case, without invisible characters, a `*` only at the end (a prefix)."""
+    cleaned = {strip_invisible(str(word)).strip().lower() for word in words}
+    for word in cleaned:
+        if '*' in word.rstrip('*') or word.endswith('**') or word == '*':
+            raise InvalidSetting(
+                f'“{word}”: a * may only end a blocked word (`blood*` blocks every word that starts with blood).'
+            )
+    return sorted(word for word in cleaned if word)
+
+
+def _number(key: str, spec: SettingSpec, value: Any) -> int | float:
+    """A limit's value: a finite int or float within `spec`'s bounds, from a number or the text of one."""
+    whole = spec.kind is int
+    wanted = f'{key} takes a {"whole number" if whole else "number"}'
+    if spec.low is not None and spec.high is not None:
+        wanted += f' between {spec.low:g} and {spec.high:g}'
+    wanted += '.'
+    if isinstance(value, bool):  # an int to Python, not a number to an admin
+        raise InvalidSetting(wanted)
+    number: int | float
+    if isinstance(value, str):
+        text = value.strip()
         try:
-            return sorted({int(item) for item in value})
-        except (TypeError, ValueError):
-            raise InvalidSetting(f'{key} takes a list of ids.') from None
-    try:
-        number = spec.kind(value)
-    except (TypeError, ValueError):
-        raise InvalidSetting(f'{key} takes a number.') from None
-    if isinstance(value, bool) or (spec.kind is int and isinstance(value, float) and not value.is_integer()):
-        raise InvalidSetting(f'{key} takes a whole number.')
+            number = int(text)  # exact for any size (a float would round 2**63 + 1)
+        except ValueError:
+            try:
+                number = float(text)  # '2.5', '1e3', 'nan', 'inf', '1e999' (which is inf)
+            except ValueError:
+                raise InvalidSetting(wanted) from None
+    elif isinstance(value, int | float):
+        number = value
+    else:
+        raise InvalidSetting(wanted)
+    if isinstance(number, float):
+        if not math.isfinite(number) or (whole and not number.is_integer()):
+            raise InvalidSetting(wanted)
     if (spec.low is not None and number < spec.low) or (spec.high is not None and number > spec.high):
-        raise InvalidSetting(f'{key} must be between {spec.low:g} and {spec.high:g}.')
+        raise InvalidSetting(wanted)
+    return int(number) if whole else float(number) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _discord_id(key: str, value: Any, what: str) -> int:
+    """A channel or role id: a positive int a store's id column can hold, from a number or its text."""
+    try:
+        number = int(value.strip()) if isinstance(value, str) else operator.index(value)
+    except (TypeError, ValueError):
+        raise InvalidSetting(f'{key} takes {what}.') from None
+    if isinstance(value, bool) or number <= 0 or not fits(number):
+        raise InvalidSetting(f'{key} takes {what}.')
     return number
 
 
+def _stored_limit(key: str, value: Any) -> Any:
+    """A limit as read back from the database, or None (the layer below applies) when it is not valid now:
+    a database written before `validate_setting` refused `nan` may still hold one."""
+    try:
+        return validate_setting(key, value)
+    except InvalidSetting:
+        log.warning('ignoring the stored value %r of %s: %s', value, key, 'not a valid limit')
+        return None
+
+
 def apply_layers(base: Limits, layers: Iterable[Mapping[str, Any]]) -> Limits:
-    """`base` with each layer's limit keys applied in order; other keys are ignored."""
+    """`base` with each layer's valid limit values applied in order; other keys are ignored."""
     limits = base
     for layer in layers:
-        values = {k: v for k, v in layer.items() if k in SETTING_SPECS and SETTING_SPECS[k].is_limit and v is not None}
+        values = {k: _stored_limit(k, v) for k, v in layer.items() if k in SETTING_SPECS and SETTING_SPECS[k].is_limit}
+        values = {k: v for k, v in values.items() if v is not None}
         if values:
             limits = replace(limits, **values)
     return limits
@@ -192,9 +262,11 @@ def settings_from_layers(guild_id: int, layers: Iterable[Mapping[str, Any]]) -> 
 
 
 def find_blocked_word(text: str, blocked_words: Iterable[str]) -> str | None:
-    """The first blocked word that appears in `text` as a whole word (any case), or None."""
-    lowered = text.lower()
-    for word in blocked_words:
-        if re.search(rf'(?<!\w){re.escape(word)}(?!\w)', lowered):
-            return word
-    return None
+    """The first of `blocked_words` (as the admin wrote it) that `text` contains, or None.
+
+    The one check every text a member sends to an operation goes through (prompts, negative prompts, remix
+    and region prompts), in the bot and again in the enqueue transaction. Whole words, through disguises:
+    case, accents, look-alike letters, invisible characters, leetspeak, spelled-out letters, plurals, and
+    `word*` for every word that starts with it; see `edalle.blocked_words` for what is matched and what is not.
+    """
+    return word_filter.find_blocked_word(text, blocked_words)

@@ -39,6 +39,7 @@ import asyncpg
 from edalle import errors
 from edalle.db import Migration, load_migrations, migrations_dir
 from edalle.jobs import transactions as tx
+from edalle.jobs.ids import check_ids, check_job_id, check_request_ids, fits, row_limit, storable_job_ids
 from edalle.jobs.limits import (
     GuildSettings,
     Limits,
@@ -301,6 +302,7 @@ class PostgresJobStore:
         return _rowcount(await conn.execute(*_bind(query, params)))
 
     async def _job(self, conn: asyncpg.Connection, job_id: int, *, for_update: bool = False) -> Job:
+        check_job_id(job_id)  # an id no row can have finds nothing (a BIGINT parameter would raise DataError)
         query = 'SELECT * FROM jobs WHERE id = :job_id' + (' FOR UPDATE' if for_update else '')
         row = await self._one(conn, query, {'job_id': job_id})
         if row is None:
@@ -337,15 +339,18 @@ class PostgresJobStore:
     # The transactions themselves live in `transactions`, shared with SqliteJobStore.
 
     async def get_settings(self, guild_id: int | None) -> GuildSettings:
+        check_ids(('server', guild_id))
         return (await self._read_tx(tx.settings_and_limits(guild_id, None)))[0]
 
     async def get_limits(self, guild_id: int | None, user_id: int | None = None) -> Limits:
+        check_ids(('server', guild_id), ('user', user_id))
         return (await self._read_tx(tx.settings_and_limits(guild_id, user_id)))[1]
 
     async def set_setting(
         self, guild_id: int, key: str, value: Any, *, actor_id: int | None, reason: str | None = None
     ) -> None:
         """Set a guild setting; None resets it. guild_id 0 is the bot-wide layer. Audited."""
+        check_ids(('server', guild_id), ('user', actor_id))
         value = validate_setting(key, value)
         change = tx.set_setting(tx.POSTGRES, guild_id, key, value, actor_id=actor_id, reason=reason, now=self._now())
         await self._write_tx(change)
@@ -362,6 +367,7 @@ class PostgresJobStore:
     ) -> None:
         """Override one limit for one user in a guild (0: everywhere); None removes the override."""
         require_limit(key, ', so it cannot be set per user')
+        check_ids(('server', guild_id), ('user', user_id), ('user', actor_id))
         value = validate_setting(key, value)
         now = self._now()
         change = tx.set_override(tx.POSTGRES, guild_id, user_id, key, value, actor_id=actor_id, reason=reason, now=now)
@@ -371,25 +377,31 @@ class PostgresJobStore:
         self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None, until: float | None = None
     ) -> None:
         """Refuse this user's new jobs in the guild (0: everywhere), until `until` or an unban."""
+        check_ids(('server', guild_id), ('user', user_id), ('user', actor_id))
         await self._write_tx(tx.ban(guild_id, user_id, actor_id=actor_id, reason=reason, until=until, now=self._now()))
 
     async def unban(self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None) -> bool:
+        check_ids(('server', guild_id), ('user', user_id), ('user', actor_id))
         return await self._write_tx(tx.unban(guild_id, user_id, actor_id=actor_id, reason=reason, now=self._now()))
 
     async def get_ban(self, guild_id: int | None, user_id: int) -> Ban | None:
+        check_ids(('server', guild_id), ('user', user_id))
         return await self._read_tx(tx.active_ban(guild_id, user_id, self._now()))
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's admin changes, newest first."""
-        return await self._read_tx(tx.audit_log(guild_id, limit))
+        check_ids(('server', guild_id))
+        return await self._read_tx(tx.audit_log(guild_id, row_limit(limit)))
 
     # ---- bot side --------------------------------------------------------------------------------
 
     async def lineage(self, job_id: int, limit: int = 20) -> list[Job]:
         """The job and the jobs its picture came from (`parent_job_id`), oldest first; raises `JobNotFound`."""
-        return await self._read_tx(tx.lineage(job_id, limit))
+        check_job_id(job_id)
+        return await self._read_tx(tx.lineage(job_id, row_limit(limit)))
 
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
+        check_ids(('server', guild_id), ('user', user_id))
         return await self._read_tx(tx.user_quota(guild_id, user_id, self._now()))
 
     async def enqueue(self, request: JobRequest, *, fit: FitRequest | None = None) -> Admission:
@@ -400,6 +412,7 @@ class PostgresJobStore:
         before returns the earlier job (`created=False`). `fit` reshapes a new request with the settings
         read here, as in `SqliteJobStore.enqueue`.
         """
+        check_request_ids(request)
         now = self._now()
         async with self._transaction() as conn:
             await conn.execute('SELECT pg_advisory_xact_lock($1, $2)', USER_LOCK, _user_lock_key(request.user_id))
@@ -417,7 +430,7 @@ class PostgresJobStore:
         """The jobs that exist among `job_ids`, in id order."""
         query = 'SELECT * FROM jobs WHERE id = ANY(:ids::bigint[]) ORDER BY id'
         async with self._reading() as conn:
-            rows = await self._all(conn, query, {'ids': list(job_ids)})
+            rows = await self._all(conn, query, {'ids': storable_job_ids(job_ids)})
         return [Job.from_row(row) for row in rows]
 
     async def _position(self, conn: asyncpg.Connection, job: Job, now: float) -> Position:
@@ -475,8 +488,9 @@ class PostgresJobStore:
             WHERE user_id = :user_id AND (NOT :active_only::boolean OR status IN ('queued', 'running'))
             ORDER BY id DESC LIMIT :limit
         """
+        check_ids(('user', user_id))
         async with self._reading() as conn:
-            rows = await self._all(conn, query, {'user_id': user_id, 'active_only': active_only, 'limit': limit})
+            rows = await self._all(conn, query, {'user_id': user_id, 'active_only': active_only, 'limit': row_limit(limit)})
         return [Job.from_row(row) for row in rows]
 
     async def queue_snapshot(self, limit: int = 20) -> list[Job]:
@@ -489,11 +503,15 @@ class PostgresJobStore:
             LIMIT :limit
         """
         async with self._reading() as conn:
-            rows = await self._all(conn, query, {'limit': limit})
+            rows = await self._all(conn, query, {'limit': row_limit(limit)})
         return [Job.from_row(row) for row in rows]
 
     async def set_status_message(self, job_id: int, message_id: int) -> None:
-        """Remember the message the bot edits with this job's progress, so a restarted bot finds it."""
+        """Remember the message the bot edits with this job's progress, so a restarted bot finds it.
+        A job id no row can have changes nothing, as an unknown one does."""
+        check_ids(('message', message_id))
+        if not fits(job_id):
+            return
         async with self._transaction(notify=False) as conn:
             query = 'UPDATE jobs SET status_message_id = :message_id WHERE id = :job_id'
             await self._execute(conn, query, {'job_id': job_id, 'message_id': message_id})
@@ -816,7 +834,7 @@ class PostgresJobStore:
             ORDER BY id LIMIT :limit
         """
         async with self._reading() as conn:
-            rows = await self._all(conn, query, {'limit': limit})
+            rows = await self._all(conn, query, {'limit': row_limit(limit)})
         return [Job.from_row(row) for row in rows]
 
     async def claim_deliveries(self, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:

@@ -37,6 +37,7 @@ import aiosqlite
 from edalle import errors
 from edalle.db import connect
 from edalle.jobs import transactions as tx
+from edalle.jobs.ids import check_ids, check_job_id, check_request_ids, fits, row_limit, storable_job_ids
 from edalle.jobs.limits import (
     GuildSettings,
     Limits,
@@ -163,6 +164,7 @@ class SqliteJobStore:
         return conn.execute(query, params or {}).fetchall()
 
     def _job(self, conn: sqlite3.Connection, job_id: int) -> Job:
+        check_job_id(job_id)  # an id no row can have finds nothing (sqlite3 would raise OverflowError)
         row = self._one(conn, 'SELECT * FROM jobs WHERE id = :job_id', {'job_id': job_id})
         if row is None:
             raise errors.JobNotFound(job_id)
@@ -172,9 +174,11 @@ class SqliteJobStore:
     # The transactions themselves live in `transactions`, shared with PostgresJobStore.
 
     async def get_settings(self, guild_id: int | None) -> GuildSettings:
+        check_ids(('server', guild_id))
         return (await self._read_tx(tx.settings_and_limits(guild_id, None)))[0]
 
     async def get_limits(self, guild_id: int | None, user_id: int | None = None) -> Limits:
+        check_ids(('server', guild_id), ('user', user_id))
         return (await self._read_tx(tx.settings_and_limits(guild_id, user_id)))[1]
 
     async def set_setting(
@@ -184,6 +188,7 @@ class SqliteJobStore:
 
         guild_id 0 sets the bot-wide value beneath every guild's. The change is written to the audit log.
         """
+        check_ids(('server', guild_id), ('user', actor_id))
         value = validate_setting(key, value)
         change = tx.set_setting(tx.SQLITE, guild_id, key, value, actor_id=actor_id, reason=reason, now=self._clock())
         await self._write_tx(change)
@@ -200,6 +205,7 @@ class SqliteJobStore:
     ) -> None:
         """Override one limit for one user in a guild (0: everywhere); None removes the override."""
         require_limit(key, ', so it cannot be set per user')
+        check_ids(('server', guild_id), ('user', user_id), ('user', actor_id))
         value = validate_setting(key, value)
         now = self._clock()
         change = tx.set_override(tx.SQLITE, guild_id, user_id, key, value, actor_id=actor_id, reason=reason, now=now)
@@ -209,28 +215,34 @@ class SqliteJobStore:
         self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None, until: float | None = None
     ) -> None:
         """Refuse this user's new jobs in the guild (0: everywhere), until `until` or an unban."""
+        check_ids(('server', guild_id), ('user', user_id), ('user', actor_id))
         change = tx.ban(guild_id, user_id, actor_id=actor_id, reason=reason, until=until, now=self._clock())
         await self._write_tx(change)
 
     async def unban(self, guild_id: int, user_id: int, *, actor_id: int | None, reason: str | None = None) -> bool:
+        check_ids(('server', guild_id), ('user', user_id), ('user', actor_id))
         change = tx.unban(guild_id, user_id, actor_id=actor_id, reason=reason, now=self._clock())
         return await self._write_tx(change)
 
     async def get_ban(self, guild_id: int | None, user_id: int) -> Ban | None:
+        check_ids(('server', guild_id), ('user', user_id))
         now = self._clock()
         return await self._read_tx(tx.active_ban(guild_id, user_id, now))
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's admin changes, newest first."""
-        return await self._read_tx(tx.audit_log(guild_id, limit))
+        check_ids(('server', guild_id))
+        return await self._read_tx(tx.audit_log(guild_id, row_limit(limit)))
 
     # ---- bot side --------------------------------------------------------------------------------
 
     async def lineage(self, job_id: int, limit: int = 20) -> list[Job]:
         """The job and the jobs its picture came from (`parent_job_id`), oldest first; raises `JobNotFound`."""
-        return await self._read_tx(tx.lineage(job_id, limit))
+        check_job_id(job_id)
+        return await self._read_tx(tx.lineage(job_id, row_limit(limit)))
 
     async def quota(self, guild_id: int | None, user_id: int) -> Quota:
+        check_ids(('server', guild_id), ('user', user_id))
         now = self._clock()
         return await self._read_tx(tx.user_quota(guild_id, user_id, now))
 
@@ -242,6 +254,7 @@ class SqliteJobStore:
         this transaction read (the bot's blocked-word check, candidates per imagine), so the bot needs no
         transactions of its own for them; it runs on the store's thread, so keep it quick and pure.
         """
+        check_request_ids(request)
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> tuple[Job, bool, Quota]:
@@ -263,9 +276,10 @@ class SqliteJobStore:
     async def get_many(self, job_ids: Sequence[int]) -> list[Job]:
         """The jobs that exist among `job_ids`, in id order (for a bot watching several)."""
         query = 'SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id'
+        ids = tx.dumps(storable_job_ids(job_ids))  # an id no row can have names no job
 
         def body(conn: sqlite3.Connection) -> list[Job]:
-            return [Job.from_row(row) for row in self._all(conn, query, {'ids': tx.dumps(list(job_ids))})]
+            return [Job.from_row(row) for row in self._all(conn, query, {'ids': ids})]
 
         return await self._read(body)
 
@@ -337,9 +351,11 @@ class SqliteJobStore:
             WHERE user_id = :user_id AND (NOT :active_only OR status IN ('queued', 'running'))
             ORDER BY id DESC LIMIT :limit
         """
+        check_ids(('user', user_id))
+        params = {'user_id': user_id, 'active_only': active_only, 'limit': row_limit(limit)}
 
         def body(conn: sqlite3.Connection) -> list[Job]:
-            rows = self._all(conn, query, {'user_id': user_id, 'active_only': active_only, 'limit': limit})
+            rows = self._all(conn, query, params)
             return [Job.from_row(row) for row in rows]
 
         return await self._read(body)
@@ -355,12 +371,16 @@ class SqliteJobStore:
         """
 
         def body(conn: sqlite3.Connection) -> list[Job]:
-            return [Job.from_row(row) for row in self._all(conn, query, {'limit': limit})]
+            return [Job.from_row(row) for row in self._all(conn, query, {'limit': row_limit(limit)})]
 
         return await self._read(body)
 
     async def set_status_message(self, job_id: int, message_id: int) -> None:
-        """Remember the message the bot edits with this job's progress, so a restarted bot finds it."""
+        """Remember the message the bot edits with this job's progress, so a restarted bot finds it.
+        A job id no row can have changes nothing, as an unknown one does."""
+        check_ids(('message', message_id))
+        if not fits(job_id):
+            return
 
         def body(conn: sqlite3.Connection) -> None:
             query = 'UPDATE jobs SET status_message_id = :message_id WHERE id = :job_id'
@@ -642,7 +662,7 @@ class SqliteJobStore:
         """
 
         def body(conn: sqlite3.Connection) -> list[Job]:
-            return [Job.from_row(row) for row in self._all(conn, query, {'limit': limit})]
+            return [Job.from_row(row) for row in self._all(conn, query, {'limit': row_limit(limit)})]
 
         return await self._read(body)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .state import (
+    DISCORD_EPOCH_MS,
     FakeChannel,
     FakeGuild,
     FakeMessage,
@@ -116,7 +117,11 @@ class RecordedRequest:
 
 @dataclass
 class Injection:
-    """A canned answer (or delay) for the next `count` requests matching a method and a path regex."""
+    """A canned answer (or delay) for the next `count` requests matching a method and a path regex.
+
+    `after_effect`: the request is carried out first (a message saved, an edit applied) and only then
+    answered with `status`, as when Discord stores a message and the answer is lost to a 5xx on the way back.
+    """
 
     method: str
     pattern: re.Pattern[str]
@@ -125,6 +130,7 @@ class Injection:
     count: int
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    after_effect: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return self.count > 0 and self.method in ('*', method) and self.pattern.search(path) is not None
@@ -306,7 +312,7 @@ class RestApi:
         injection = self.fake._take_injection(request.method, path)
         if injection is not None and injection.delay:
             await asyncio.sleep(injection.delay)
-        if injection is not None and injection.status is not None:
+        if injection is not None and injection.status is not None and not injection.after_effect:
             headers = dict(ratelimit_headers(route_key, remaining=0 if injection.status == 429 else 49))
             headers.update(injection.headers)
             record.injected = True
@@ -327,6 +333,10 @@ class RestApi:
                 except (TypeError, ValueError):
                     record.response = None
             response.headers.update(ratelimit_headers(route_key))
+            if injection is not None and injection.after_effect and response.status < 300:
+                record.injected = True  # done, but the bot hears `injection.status` (record.response: what it missed)
+                record.status = injection.status
+                response = json_response(injection.body, injection.status or 500, ratelimit_headers(route_key))
         self.fake._request_finished(record)
         return response
 
@@ -597,9 +607,11 @@ class RestApi:
         if nonce is not None and len(str(nonce)) > 25:
             raise form_error({'nonce': field_error('BASE_TYPE_MAX_LENGTH', 'Must be 25 or fewer in length.')})
         if nonce is not None and body.get('enforce_nonce'):
-            for message in reversed(self.world.visible_messages(channel.id)):
-                if message.nonce == nonce and message.author.id == self.world.bot_user.id:
-                    return json_response(self._rest_message(message))
+            earlier = self._recent_message_with_nonce(channel, str(nonce))
+            if earlier is not None and earlier.deleted:  # Discord does not post a deleted one again either
+                raise unknown('Message', 10008)
+            if earlier is not None:
+                return json_response(self._rest_message(earlier))  # no new message, no MESSAGE_CREATE
         fields = self._message_fields(body, request[FILES], channel, existing=None)
         fields['flags'] = fields.get('flags', 0) & (
             MessageFlags.SUPPRESS_EMBEDS | MessageFlags.SUPPRESS_NOTIFICATIONS | COMPONENTS_V2_FLAG
@@ -634,6 +646,24 @@ class RestApi:
         self.world.parse_mentions(message, body.get('allowed_mentions'))
         await self.fake._publish_message(message)
         return json_response(self._rest_message(message))
+
+    def _recent_message_with_nonce(self, channel: FakeChannel, nonce: str) -> FakeMessage | None:
+        """The bot's message with this nonce in this channel from the last `fake.nonce_window_seconds`, deleted or not.
+
+        Discord's create message with `enforce_nonce`: the nonce "will be checked for uniqueness in the past
+        few minutes. If another message was created by the same author with the same nonce, that message will
+        be returned and no new message will be created"; one created and then deleted is not created again
+        (the answer is 404 Unknown Message). Discord says "by the same author"; the fake also asks for the same
+        channel, which is all a retried post needs.
+        """
+        since_ms = (time.time() - self.fake.nonce_window_seconds) * 1000 - DISCORD_EPOCH_MS
+        for message_id in reversed(self.world.channel_messages.get(channel.id, [])):
+            message = self.world.messages[message_id]
+            if (message.id >> 22) < since_ms:
+                return None  # older ones are older still
+            if str(message.nonce) == nonce and message.author.id == self.world.bot_user.id and not message.ephemeral:
+                return message
+        return None
 
     async def get_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)

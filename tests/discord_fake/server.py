@@ -12,7 +12,8 @@ click_button, select, invoke_slash, autocomplete, submit_modal, disconnect_gatew
 invalidate_session, add_user, add_guild, add_channel, set_channel_permissions, set_role_permissions,
 set_member_roles, set_premium_tier. Waits: wait_for_message, wait_for_edit, wait_for_request,
 wait_for_interaction_response, wait_for_ready, wait_for_resume, wait_for_event; they look at events from the
-last verb on (or from `since=fake.mark()`). Injections: inject_status, inject_429, inject_delay. Records:
+last verb on (or from `since=fake.mark()`). Injections: inject_status, inject_429, inject_delay,
+inject_error_after_saving (the request takes effect, the answer is a 5xx). Records:
 requests, requests_matching, unknown_requests, messages_in, bot_messages, ephemeral_messages, interactions,
 commands / synced_command / syncs, original_response, followups, gateway.received.
 """
@@ -118,6 +119,7 @@ class FakeDiscord:
         port: int = 0,
         interaction_ack_timeout: float = 3.0,
         interaction_token_lifetime: float = 15 * 60.0,
+        nonce_window_seconds: float = 120.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -125,6 +127,8 @@ class FakeDiscord:
         self.interaction_ack_timeout = interaction_ack_timeout
         #: Seconds an interaction token accepts followups and edits (Discord: 15 min), else 50027.
         self.interaction_token_lifetime = interaction_token_lifetime
+        #: Seconds a message nonce sent with `enforce_nonce` is remembered (Discord: "the past few minutes").
+        self.nonce_window_seconds = nonce_window_seconds
         self.world = World()
         self.gateway = Gateway(self)
         self.rest = RestApi(self)
@@ -410,6 +414,20 @@ class FakeDiscord:
         if is_global:
             headers['X-RateLimit-Global'] = 'true'
         return self.inject_status(method, path_regex, 429, body, count, headers=headers)
+
+    def inject_error_after_saving(
+        self, method: str, path_regex: str, status: int = 500, body: Any = None, count: int = 1
+    ) -> Injection:
+        """Carry out the next `count` matching requests (save the message, apply the edit), then answer `status`.
+
+        The bot cannot tell this from a request that failed: Discord stored the message and the 5xx came on
+        the way back. discord.py retries a 500, 502, 504 or 524 by itself (after 1 s, 3 s, …), other 5xx not.
+        """
+        if body is None:
+            body = {'message': f'{status}: injected after saving', 'code': 0}
+        injection = Injection(method.upper(), re.compile(path_regex), status, body, count, after_effect=True)
+        self.injections.append(injection)
+        return injection
 
     def inject_delay(self, method: str, path_regex: str, seconds: float, count: int = 1) -> Injection:
         """Answer normally, but only after `seconds` (a slow Discord)."""
