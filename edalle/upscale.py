@@ -1,0 +1,71 @@
+"""The ×4 upscale's torch-free side: the input cap, and whether (and where) its weights are installed.
+
+The bot imports this without torch: it hides the Upscale button when `upscale_installed` says
+no, and refuses a picture over the admins' cap with `check_input_size` before queueing. The
+worker loads the network with `edalle.models.upscaler.load_upscaler_for` (or `load_upscaler` on
+`upscaler_path`). `mini` and `mega` share one upscaler, the `upscale` add-on (Real-ESRGAN
+x4plus, `edalle models download --preset upscale`); `tiny` generates a small network of the
+same architecture with its other files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from edalle.errors import AdmissionRefused
+from edalle.presets import get_preset
+
+SCALE = 4  # every side of the result is 4× the input's
+# 512 × 512 in makes 2048 × 2048 out (4.2 MP): about 13 s × 4 on two CPU cores, well under a
+# second on a GPU, and with the default tiling a few hundred MB of activations either way.
+DEFAULT_MAX_INPUT_PIXELS = 512 * 512
+
+
+class UpscaleInputTooLarge(AdmissionRefused):
+    """That picture is bigger than this server upscales."""
+
+    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+        self.width = width
+        self.height = height
+        self.max_pixels = max_pixels
+        side = math.isqrt(max_pixels)
+        super().__init__(
+            f'That picture is {width}×{height} ({width * height:,} pixels); the largest I upscale here is '
+            f'{max_pixels:,} pixels, e.g. {side}×{side}. Crop or shrink it and try again.'
+        )
+
+
+def check_input_size(width: int, height: int, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> None:
+    """Raise `UpscaleInputTooLarge` (its message names the largest allowed) when width × height exceeds the cap.
+
+    The cap counts pixels, not sides, because time and memory grow with the area: a 16:9
+    expansion (448 × 256) and a square candidate cost about alike.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f'a picture needs at least one pixel, not {width}×{height}')
+    if width * height > max_pixels:
+        raise UpscaleInputTooLarge(width, height, max_pixels)
+
+
+def upscaler_file(data_dir: Path, preset_name: str) -> Path:
+    """Where the ×4 weights for a preset's pictures belong, present or not: tiny's own, else Real-ESRGAN's."""
+    from edalle.weights import models_dir
+
+    component = get_preset(preset_name).upscaler_files
+    return component.required_paths(models_dir(data_dir))[0]
+
+
+def upscaler_path(data_dir: Path, preset_name: str) -> Path | None:
+    """The ×4 weights file for a preset's pictures, or None when it is not on disk (nothing is generated here)."""
+    path = upscaler_file(data_dir, preset_name)
+    return path if path.is_file() else None
+
+
+def upscale_installed(data_dir: Path, preset_name: str) -> bool:
+    """Whether a worker running `preset_name` can upscale: its weights are on disk, or it generates them (tiny).
+
+    Only presence is checked (cheap enough for every message the bot renders); `edalle models
+    verify --preset upscale` checks the hash.
+    """
+    return get_preset(preset_name).generated or upscaler_path(data_dir, preset_name) is not None
