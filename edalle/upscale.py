@@ -3,7 +3,7 @@
 The bot imports this without torch: it hides the Upscale button when `upscale_installed` says
 no, and refuses a picture over the admins' cap with `check_input_size` before queueing. The
 worker loads the network with `edalle.models.upscaler.load_upscaler_for` (or `load_upscaler` on
-`upscaler_path`). `mini` and `mega` share one upscaler, the `upscale` add-on (Real-ESRGAN
+`upscaler_file`). `mini` and `mega` share one upscaler, the `upscale` add-on (Real-ESRGAN
 x4plus, `edalle models download --preset upscale`); `tiny` generates a small network of the
 same architecture with its other files.
 """
@@ -17,8 +17,9 @@ from edalle.errors import AdmissionRefused
 from edalle.presets import get_preset
 
 SCALE = 4  # every side of the result is 4× the input's
-# 512 × 512 in makes 2048 × 2048 out (4.2 MP): about 13 s × 4 on two CPU cores, well under a
-# second on a GPU, and with the default tiling a few hundred MB of activations either way.
+# 512 × 512 in makes 2048 × 2048 out (4.2 MP). Real-ESRGAN x4plus costs 36 MFLOP per input pixel
+# (9.4 TFLOP here): 72 s of one CPU core in bf16, with 0.55 GB of activations at the default tiling
+# (bench/RESULTS.md, "Upscale"); a GPU does it in seconds at most.
 DEFAULT_MAX_INPUT_PIXELS = 512 * 512
 
 

@@ -34,9 +34,15 @@ from edalle.upscale import SCALE
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
 
-DEFAULT_TILE = 256  # a DALL·E picture (256 × 256) is one tile; 512-px tiles of a 2048² result peak near 1.5 GB in fp32
-# Input pixels of context around each tile. Real-ESRGAN's own inference script pads tiles by 10
-# (`--tile_pad`); its trained network's response falls off within a few pixels, so 16 leaves no seam.
+# A DALL·E picture (256 × 256) is one tile. For a 2048² result (512² in, Real-ESRGAN's size, bf16 on
+# one CPU core) 256-px tiles add 0.55 GB to the process and take 72 s of CPU, against 1.6 GB and
+# 102 s untiled (large activations miss the caches) and 0.2 GB and 86 s with 128-px tiles (their
+# 16-px overlap is a larger share of each window): bench/RESULTS.md, "Upscale".
+DEFAULT_TILE = 256
+# Input pixels of context around each tile. Real-ESRGAN's own inference script pads its tiles by
+# 10 (`--tile_pad`). The full receptive field (`receptive_radius`, 349 px for x4plus) would cost
+# more than the tile itself; what lies that far contributes next to nothing (on the tiny network
+# at full gain, less than fp32 resolution beyond 16 px: tests/test_upscaler.py).
 DEFAULT_OVERLAP = 16
 
 # progress(tiles_done, tiles_total), called after each tile; raise from it to stop.
@@ -55,7 +61,7 @@ class RRDBNetSize:
 
 
 REALESRGAN_X4PLUS = RRDBNetSize()  # RealESRGAN_x4plus.pth: 16.7 M parameters
-TINY_RRDBNET = RRDBNetSize(num_feat=16, num_block=2)  # the tiny preset's: the same architecture, 0.16 M parameters
+TINY_RRDBNET = RRDBNetSize(num_feat=16, num_block=2)  # the tiny preset's: the same architecture, 0.58 M parameters
 
 
 def receptive_radius(size: RRDBNetSize) -> int:
@@ -209,9 +215,7 @@ def compute_dtype(device: torch.device, descriptor: ImageModelDescriptor) -> tor
     return torch.float32
 
 
-def load_upscaler(
-    path: Path | str | None, device: str | torch.device = 'cpu', *, dtype: torch.dtype | None = None
-) -> Upscaler:
+def load_upscaler(path: Path | str, device: str | torch.device = 'cpu', *, dtype: torch.dtype | None = None) -> Upscaler:
     """Read a ×4 super-resolution weights file with spandrel and put it on `device`.
 
     Raises `MissingWeights` (with the download and import commands) when the file is absent, and
@@ -221,8 +225,8 @@ def load_upscaler(
     from edalle.presets import ADD_ONS
     from edalle.weights import MissingWeights
 
-    if path is None or not Path(path).is_file():
-        raise MissingWeights(ADD_ONS['upscale'], [Path(path)] if path is not None else [])
+    if not Path(path).is_file():
+        raise MissingWeights(ADD_ONS['upscale'], [Path(path)])
     from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
     try:
