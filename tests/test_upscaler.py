@@ -107,8 +107,8 @@ def test_the_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:
 @pytest.mark.parametrize('size', [(37, 23), (1, 3), (20, 52)])
 def test_upscale_is_exactly_four_times_and_deterministic(upscaler: Upscaler, size: tuple[int, int]) -> None:
     image = picture(*size)
-    first = upscaler.upscale(image, tile=16)
-    second = upscaler.upscale(image, tile=16)
+    first = upscaler.upscale(image, tile=24)  # 2 × 1, 1 × 1 and 1 × 3 tiles
+    second = upscaler.upscale(image, tile=24)
     assert first.size == (4 * size[0], 4 * size[1]) and first.mode == 'RGB'
     assert first.tobytes() == second.tobytes()
 
@@ -165,7 +165,10 @@ def test_tiled_equals_whole_within_float_rounding(upscaler: Upscaler) -> None:
     assert float((seams - whole).abs().max()) > 0.1
 
 
-@pytest.mark.parametrize(('dtype', 'bound'), [(torch.float16, 3e-3), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize(
+    ('dtype', 'bound'),
+    [pytest.param(torch.float16, 3e-3, marks=pytest.mark.slow), (torch.bfloat16, 2e-2)],  # CPUs emulate fp16: slow
+)
 def test_reduced_precision_stays_within_a_few_8_bit_levels_of_fp32(
     tiny_weights: Path, upscaler: Upscaler, dtype: torch.dtype, bound: float
 ) -> None:
@@ -175,10 +178,10 @@ def test_reduced_precision_stays_within_a_few_8_bit_levels_of_fp32(
     bf16 8 (4e-3). Measured max differences over 36 convs: 6e-4 (fp16) and 5e-3 (bf16), i.e.
     under one and about one 8-bit level (1/255 = 4e-3); bounds are 5× and 4× those.
     """
-    source = pixels_of(picture(72, 60))
+    source = pixels_of(picture(40, 32))
     reduced = load_upscaler(tiny_weights, dtype=dtype)
     assert reduced.dtype == dtype
-    difference = (reduced.upscale_tensor(source, tile=24) - upscaler.upscale_tensor(source, tile=None)).abs()
+    difference = (reduced.upscale_tensor(source, tile=None) - upscaler.upscale_tensor(source, tile=None)).abs()
     assert float(difference.max()) < bound and float(difference.mean()) < bound / 5
 
 
