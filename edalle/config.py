@@ -16,6 +16,7 @@ IMAGE_TOKEN_COUNT = 256  # DALL·E mini always draws a 16 × 16 grid of VQGAN co
 IMAGE_GRID_SIDE = 16
 TEXT_TOKEN_COUNT = 64  # max_text_length of every published DalleBart
 VQGAN_DOWNSAMPLE = 16  # pixels per token side for the f16 VQGAN
+UPSCALE = 4  # every side of an upscaled picture is this many times the input's
 
 
 @dataclass(frozen=True)

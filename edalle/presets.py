@@ -7,6 +7,11 @@ locally with seeded random weights (`edalle.weights.ensure_tiny`).
 
 Components shared by presets (the VQGAN, CLIP) share one directory, so downloading `mega`
 after `mini` fetches only the bigger transformer.
+
+An add-on is a set of files that presets can use beside their own and that is fetched on its
+own: `upscale` (Real-ESRGAN x4plus, `edalle models download --preset upscale`) serves `mini`
+and `mega` alike; `tiny` generates its own small network of the same architecture. `MODEL_SETS`
+holds presets and add-ons together: everything `edalle models download/import/verify/list` handles.
 """
 
 from __future__ import annotations
@@ -34,23 +39,36 @@ VQGAN_REVISION = 'e93a26e7707683d349bf5d5c41c5b0ef69b677a9'
 # OpenAI's CLIP ViT-B/32 as open_clip publishes it on the hub.
 CLIP_REPO = 'timm/vit_base_patch32_clip_224.openai'
 CLIP_WEIGHTS = 'open_clip_model.safetensors'
+# Real-ESRGAN x4plus (BSD-3-Clause): `RealESRGAN_x4plus.pth` of the xinntao/Real-ESRGAN GitHub
+# release v0.1.0, 67,040,989 bytes, fetched from a hub mirror (Stability Matrix's upscaler collection)
+# at a pinned commit. The pinned SHA-256 is the release file's, so a mirror copy that ever differed
+# from it would be refused, not used.
+REALESRGAN_REPO = 'LykosAI/Upscalers'
+REALESRGAN_REVISION = '28a279ec60b5c47c9f39381dcaa997b9402ac09d'
+REALESRGAN_FILE = 'RealESRGAN/RealESRGAN_x4plus.pth'
+REALESRGAN_SHA256 = '4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1'
 
 
 @dataclass(frozen=True)
 class HubFile:
-    """One file of a component: where it comes from on the hub, and its local name."""
+    """One file of a component: where it comes from on the hub; locally it keeps the last part of that path."""
 
     repo_id: str
-    filename: str
+    filename: str  # path inside the hub repository
     revision: str | None = None
     required: bool = True
+    sha256: str | None = None  # the published file's hash, where known: a download or import that differs is refused
+
+    @property
+    def local_name(self) -> str:
+        return self.filename.rsplit('/', 1)[-1]
 
 
 @dataclass(frozen=True)
 class Component:
     """A directory of files that together make one network (or the tokenizer with it)."""
 
-    kind: str  # 'dalle' | 'vqgan' | 'clip'
+    kind: str  # 'dalle' | 'vqgan' | 'clip' | 'upscale'
     directory: str  # relative to <data dir>/models
     files: tuple[HubFile, ...] = ()
 
@@ -58,7 +76,7 @@ class Component:
         return models_dir / self.directory
 
     def required_paths(self, models_dir: Path) -> list[Path]:
-        return [self.path(models_dir) / f.filename for f in self.files if f.required]
+        return [self.path(models_dir) / f.local_name for f in self.files if f.required]
 
 
 @dataclass(frozen=True)
@@ -72,10 +90,18 @@ class Preset:
     clip_files: Component
     generated: bool = False  # made locally from seeds, never downloaded
     description: str = field(default='', compare=False)
+    # ×4 super-resolution weights that come with this preset's own files (tiny's); None: the `upscale` add-on's.
+    upscaler: Component | None = None
 
     @property
-    def components(self) -> tuple[Component, Component, Component]:
-        return (self.dalle, self.vqgan_files, self.clip_files)
+    def components(self) -> tuple[Component, ...]:
+        own = (self.dalle, self.vqgan_files, self.clip_files)
+        return own if self.upscaler is None else (*own, self.upscaler)
+
+    @property
+    def upscaler_files(self) -> Component:
+        """Where this preset's pictures get their ×4 upscaler from."""
+        return self.upscaler or UPSCALE_FILES
 
     def missing_files(self, models_dir: Path) -> list[Path]:
         return [p for c in self.components for p in c.required_paths(models_dir) if not p.is_file()]
@@ -98,6 +124,12 @@ _CLIP = Component('clip', 'clip-vit-b-32-openai', (HubFile(CLIP_REPO, CLIP_WEIGH
 _CLIP_CONFIG = ClipConfig(model_name='ViT-B-32', pretrained='openai')
 
 _TINY_DALLE_FILES = ('config.json', 'flax_model.msgpack', 'vocab.json', 'merges.txt')
+
+UPSCALE_FILES = Component(
+    'upscale',
+    'realesrgan-x4plus',
+    (HubFile(REALESRGAN_REPO, REALESRGAN_FILE, REALESRGAN_REVISION, sha256=REALESRGAN_SHA256),),
+)
 
 PRESETS: dict[str, Preset] = {
     'mini': Preset(
@@ -134,8 +166,35 @@ PRESETS: dict[str, Preset] = {
         clip_files=Component('clip', 'tiny/clip', (HubFile('', 'model.safetensors'),)),
         generated=True,
         description='the real architectures at toy size with seeded random weights: draws noise, for tests and CPU trials',
+        upscaler=Component('upscale', 'tiny/upscale', (HubFile('', 'rrdbnet_x4.pth'),)),
     ),
 }
+
+
+@dataclass(frozen=True)
+class AddOn:
+    """Files presets use beside their own, fetched on their own (`edalle models download --preset NAME`)."""
+
+    name: str
+    components: tuple[Component, ...]
+    description: str = field(default='', compare=False)
+    generated: bool = False  # like `Preset.generated`: add-ons are always downloaded or imported
+
+    def missing_files(self, models_dir: Path) -> list[Path]:
+        return [p for c in self.components for p in c.required_paths(models_dir) if not p.is_file()]
+
+
+ADD_ONS: dict[str, AddOn] = {
+    'upscale': AddOn(
+        name='upscale',
+        components=(UPSCALE_FILES,),
+        description='Real-ESRGAN x4plus (BSD-3-Clause), ×4 super-resolution for mini and mega, 67 MB',
+    ),
+}
+
+ModelSet = Preset | AddOn
+# Everything `edalle models download/import/verify/list --preset NAME` handles.
+MODEL_SETS: dict[str, ModelSet] = {**PRESETS, **ADD_ONS}
 
 
 class UnknownPreset(ValueError):
@@ -147,3 +206,11 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise UnknownPreset(f'Unknown preset {name!r}; choose one of: {", ".join(PRESETS)}.') from None
+
+
+def get_model_set(name: str) -> ModelSet:
+    """A preset or an add-on, for the commands that fetch, import, verify and list files."""
+    try:
+        return MODEL_SETS[name]
+    except KeyError:
+        raise UnknownPreset(f'Unknown preset {name!r}; choose one of: {", ".join(MODEL_SETS)}.') from None

@@ -3,7 +3,11 @@
 Layout: `<data dir>/models/<component directory>/<files>` as `edalle.presets` names them,
 plus one `edalle-manifest.json` per component directory recording each file's size and
 SHA-256 as it arrived (from the hub's own LFS hash when downloaded), so `verify` can tell a
-truncated or swapped file from a good one without the network.
+truncated or swapped file from a good one without the network. A file whose published hash
+is pinned in `edalle.presets` (the Real-ESRGAN weights, fetched from a mirror) must also match
+that hash to be downloaded, imported or verified.
+
+Every function here takes a preset or an add-on name (`edalle.presets.MODEL_SETS`).
 
 Nothing here runs at import time and nothing is fetched unless asked: offline and without
 weights, loading fails with `MissingWeights`, whose message names the missing files and the
@@ -16,10 +20,10 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edalle.presets import Component, Preset, get_preset, models_dir
+from edalle.presets import Component, HubFile, ModelSet, Preset, get_model_set, get_preset, models_dir
 
 MANIFEST = 'edalle-manifest.json'
 TINY_SEED = 20220710  # E-DALL-E's release date: any fixed number makes the tiny preset reproducible
@@ -28,7 +32,7 @@ TINY_SEED = 20220710  # E-DALL-E's release date: any fixed number makes the tiny
 class MissingWeights(FileNotFoundError):
     """Model files are not in the data directory."""
 
-    def __init__(self, preset: Preset, missing: list[Path]) -> None:
+    def __init__(self, preset: ModelSet, missing: list[Path]) -> None:
         self.preset = preset
         self.missing = missing
         listed = '\n'.join(f'  - {p}' for p in missing)
@@ -95,7 +99,7 @@ def download(preset_name: str, data_dir: Path, *, log: Callable[[str], None] = p
     file from zero.
     Files already recorded in the manifest with a matching hash are not fetched again.
     """
-    preset = get_preset(preset_name)
+    preset = get_model_set(preset_name)
     if preset.generated:
         ensure_tiny(data_dir)
         return []
@@ -107,15 +111,15 @@ def download(preset_name: str, data_dir: Path, *, log: Callable[[str], None] = p
         target = component.path(models_dir(data_dir))
         target.mkdir(parents=True, exist_ok=True)
         for hub_file in component.files:
-            local = target / hub_file.filename
-            recorded = read_manifest(target).get(hub_file.filename)
+            local = target / hub_file.local_name
+            recorded = read_manifest(target).get(hub_file.local_name)
             if recorded and local.is_file() and sha256_of(local) == recorded['sha256']:
                 log(f'already here: {local}')
                 continue
             name = f'{hub_file.repo_id}/{hub_file.filename}'
             log(f'fetching {name}')
             try:
-                sha256 = _fetch(api, hub_file.repo_id, hub_file.filename, hub_file.revision, local, log)
+                sha256 = _fetch(api, hub_file, local, log)
             except DownloadFailed:
                 raise  # corrupted: never skipped quietly, even for an optional file
             except Exception as exc:  # the hub's errors are many and long; the user needs which file and why
@@ -123,15 +127,16 @@ def download(preset_name: str, data_dir: Path, *, log: Callable[[str], None] = p
                     log(f'skipped optional {name}: {_reason(exc)}')
                     continue
                 raise DownloadFailed(f'could not fetch {name}: {_reason(exc)}') from exc
-            record_in_manifest(target, hub_file.filename, sha256, f'hub:{hub_file.repo_id}@{hub_file.revision or "main"}')
+            record_in_manifest(target, hub_file.local_name, sha256, f'hub:{hub_file.repo_id}@{hub_file.revision or "main"}')
             fetched.append(local)
     return fetched
 
 
-def _fetch(api: object, repo_id: str, filename: str, revision: str | None, local: Path, log: Callable[[str], None]) -> str:
+def _fetch(api: object, hub_file: HubFile, local: Path, log: Callable[[str], None]) -> str:
     """Download one file to `local` through a resumable partial file; return its SHA-256."""
     from urllib.parse import urlsplit
 
+    repo_id, filename, revision = hub_file.repo_id, hub_file.filename, hub_file.revision
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
@@ -177,6 +182,12 @@ def _fetch(api: object, repo_id: str, filename: str, revision: str | None, local
                 f'{repo_id}/{filename} arrived corrupted ({kind} {got[:12]}… instead of the hub’s {want[:12]}…); '
                 'it was removed, run the command again.'
             )
+    if hub_file.sha256 is not None and sha256 != hub_file.sha256:
+        partial.unlink()
+        raise DownloadFailed(
+            f'{repo_id}/{filename} is not the published file (sha256 {sha256[:12]}… instead of {hub_file.sha256[:12]}…); '
+            f'it was removed. Bring the original {hub_file.local_name} by hand and run `edalle models import`.'
+        )
     partial.replace(local)
     return sha256
 
@@ -241,6 +252,7 @@ def _reason(exc: BaseException) -> str:
 class ImportReport:
     copied: list[Path]
     missing: list[Path]
+    rejected: list[str] = field(default_factory=list)  # one line per file left out: which, and why
 
 
 def import_dir(source: Path, preset_name: str, data_dir: Path) -> ImportReport:
@@ -249,30 +261,39 @@ def import_dir(source: Path, preset_name: str, data_dir: Path) -> ImportReport:
     `flax_model.msgpack` and `config.json` exist for both DalleBart and the VQGAN, so each
     directory is classified by its `config.json`: a DalleBart config has `d_model`, a VQGAN
     config has `ch_mult`. A taming `last.ckpt` counts as the VQGAN, and open_clip's
-    `open_clip_model.safetensors` (or `open_clip_pytorch_model.bin`) as CLIP.
+    `open_clip_model.safetensors` (or `open_clip_pytorch_model.bin`) as CLIP. An upscaler's
+    weights are found by their file name (`RealESRGAN_x4plus.pth`). A file whose published
+    hash is pinned and differs is not copied, and is listed in `rejected`.
     """
-    preset = get_preset(preset_name)
+    preset = get_model_set(preset_name)
     if not source.is_dir():
         raise FileNotFoundError(f'{source} is not a directory.')
     root = models_dir(data_dir)
     copied: list[Path] = []
+    rejected: list[str] = []
     for directory in sorted({p.parent for p in source.rglob('*') if p.is_file()}):
         component = _classify(directory, preset)
         if component is None:
             continue
         target = component.path(root)
         target.mkdir(parents=True, exist_ok=True)
+        pinned = {f.local_name: f.sha256 for f in component.files if f.sha256}
         for name in _importable_names(component):
             src = directory / name
-            if src.is_file():
-                shutil.copyfile(src, target / name)
-                record_in_manifest(target, name, sha256_of(target / name), f'import:{src}')
-                copied.append(target / name)
-    return ImportReport(copied, preset.missing_files(root))
+            if not src.is_file():
+                continue
+            sha256 = sha256_of(src)
+            if name in pinned and sha256 != pinned[name]:
+                rejected.append(f'{src}: sha256 {sha256[:12]}… is not the published file’s {pinned[name][:12]}…')
+                continue
+            shutil.copyfile(src, target / name)
+            record_in_manifest(target, name, sha256, f'import:{src}')
+            copied.append(target / name)
+    return ImportReport(copied, preset.missing_files(root), rejected)
 
 
 def _importable_names(component: Component) -> list[str]:
-    names = [f.filename for f in component.files]
+    names = [f.local_name for f in component.files]
     if component.kind == 'vqgan':
         names += ['last.ckpt', 'model.yaml', 'model.safetensors']
     if component.kind == 'clip':
@@ -280,7 +301,12 @@ def _importable_names(component: Component) -> list[str]:
     return names
 
 
-def _classify(directory: Path, preset: Preset) -> Component | None:
+def _classify(directory: Path, preset: ModelSet) -> Component | None:
+    for component in preset.components:
+        if component.kind == 'upscale' and any((directory / f.local_name).is_file() for f in component.files):
+            return component
+    if not isinstance(preset, Preset):
+        return None
     config = directory / 'config.json'
     if config.is_file():
         try:
@@ -309,21 +335,26 @@ class Check:
 
 
 def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True) -> list[Check]:
-    """Check presence, recorded hashes and (optionally) tensor shapes of a preset's files."""
-    preset = get_preset(preset_name)
+    """Check presence, recorded (and pinned) hashes and (optionally) tensor shapes of a preset's files."""
+    preset = get_model_set(preset_name)
     root = models_dir(data_dir)
     checks: list[Check] = []
     for component in preset.components:
         directory = component.path(root)
         manifest = read_manifest(directory)
         for hub_file in component.files:
-            path = directory / hub_file.filename
+            path = directory / hub_file.local_name
             if not path.is_file():
                 if hub_file.required:
                     checks.append(Check(path, False, 'missing'))
                 continue
-            recorded = manifest.get(hub_file.filename)
-            if recorded is None:
+            recorded = manifest.get(hub_file.local_name)
+            if hub_file.sha256 is not None:
+                sha256 = sha256_of(path)
+                ok = sha256 == hub_file.sha256
+                detail = 'matches the published file' if ok else 'is not the published file'
+                checks.append(Check(path, ok, f'sha256 {sha256[:12]}… {detail}'))
+            elif recorded is None:
                 checks.append(Check(path, True, 'present (no recorded hash: generated or copied by hand)'))
             elif sha256_of(path) != recorded['sha256']:
                 checks.append(Check(path, False, f'hash differs from the one recorded at {recorded["source"]}'))
@@ -334,30 +365,49 @@ def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True) -> li
     return checks
 
 
-def _shape_checks(preset: Preset, data_dir: Path) -> list[Check]:
-    """Load each network's weights against its config; loaders raise on any shape mismatch."""
-    from edalle.loading import load_bart, load_clip, load_vqgan_for
+def _shape_checks(preset: ModelSet, data_dir: Path) -> list[Check]:
+    """Load each network's weights against its config; loaders raise on any shape mismatch.
 
+    An upscaler has no config: spandrel recognises its architecture from the state dict, and
+    loading checks that it is a ×4 RGB super-resolution network.
+    """
     root = models_dir(data_dir)
+    loaders: list[tuple[Component, Callable[[], object]]] = []  # a loader may return its own detail (a str)
+    if isinstance(preset, Preset):
+        from edalle.loading import load_bart, load_clip, load_vqgan_for
+
+        loaders += [
+            (preset.dalle, lambda: load_bart(preset, data_dir)),
+            (preset.vqgan_files, lambda: load_vqgan_for(preset, data_dir)),
+            (preset.clip_files, lambda: load_clip(preset, data_dir)),
+        ]
+    for component in preset.components:
+        if component.kind == 'upscale':
+            loaders.append((component, lambda c=component: _check_upscaler(c, root)))
     checks = []
-    for component, loader in (
-        (preset.dalle, lambda: load_bart(preset, data_dir)),
-        (preset.vqgan_files, lambda: load_vqgan_for(preset, data_dir)),
-        (preset.clip_files, lambda: load_clip(preset, data_dir)),
-    ):
+    for component, loader in loaders:
         try:
-            loader()
-            checks.append(Check(component.path(root), True, 'shapes match the config'))
+            detail = loader()
+            checks.append(
+                Check(component.path(root), True, detail if isinstance(detail, str) else 'shapes match the config')
+            )
         except Exception as exc:  # report every component, not just the first failure
             checks.append(Check(component.path(root), False, f'does not load: {exc}'))
     return checks
+
+
+def _check_upscaler(component: Component, root: Path) -> str:
+    from edalle.models.upscaler import load_upscaler
+
+    upscaler = load_upscaler(component.required_paths(root)[0], 'cpu')
+    return f'spandrel loads it as a ×{upscaler.scale} {upscaler.architecture} network'
 
 
 # --------------------------------------------------------------------------- tiny
 
 
 def ensure_tiny(data_dir: Path, seed: int = TINY_SEED) -> None:
-    """Generate the tiny preset's files (tokenizer, DalleBart, VQGAN, CLIP) if any is missing.
+    """Generate the tiny preset's files (tokenizer, DalleBart, VQGAN, CLIP, upscaler) if any is missing.
 
     The weights come from fixed seeds, so every machine makes the same tiny models.
     Written to a temporary directory first and renamed, so a crash leaves nothing half-made.
@@ -397,3 +447,8 @@ def _write_tiny(preset: Preset, staging: Path, seed: int) -> None:
     clip_dir = preset.clip_files.path(staging)
     clip_dir.mkdir(parents=True)
     save_state_dict(ClipModel.build_tiny(seed).model, clip_dir / 'model.safetensors')
+
+    if preset.upscaler is not None:
+        from edalle.models.upscaler import TINY_RRDBNET, write_rrdbnet_weights
+
+        write_rrdbnet_weights(preset.upscaler.required_paths(staging)[0], TINY_RRDBNET, seed)

@@ -83,12 +83,13 @@ def test_tiny_preset_is_generated_identically_and_verifies(tmp_path: Path) -> No
     ensure_tiny(tmp_path / 'b')
     files = PRESETS['tiny'].missing_files(models_dir(tmp_path / 'nowhere'))  # every required path, relative layout
     names = [p.relative_to(models_dir(tmp_path / 'nowhere')) for p in files]
-    assert len(names) == 6
+    assert len(names) == 7  # tokenizer and DalleBart (4), VQGAN, CLIP, the ×4 upscaler
     for name in names:
         assert sha256_of(models_dir(tmp_path / 'a') / name) == sha256_of(models_dir(tmp_path / 'b') / name), name
     checks = verify('tiny', tmp_path / 'a')
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     assert sum('shapes match' in c.detail for c in checks) == 3
+    assert [c.detail for c in checks if c.path.name == 'upscale'] == ['spandrel loads it as a ×4 ESRGAN network']
 
 
 def test_verify_reports_weights_that_do_not_load(tmp_path: Path) -> None:

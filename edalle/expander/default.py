@@ -61,6 +61,7 @@ from edalle.expander.errors import ExpandCancelled
 from edalle.expander.geometry import Geometry
 from edalle.expander.images import to_images, to_pixels
 from edalle.expander.losses import clamp_with_grad, spherical_distance_sq
+from edalle.models.cpu import native_bf16_cpu
 
 SEAM_SAMPLE_PX = 4  # source columns whose colour difference is carried across the seam
 SEAM_SMOOTH_PX = 9  # that difference is averaged along the seam over this many pixels
@@ -181,12 +182,6 @@ def run_default(
         decoded = decode_sides(vqgan, latents, sources, geometry, settings.context_tokens, amp)
     final = composite(decoded.clamp(0, 1), sources, geometry, settings.feather_px)
     return MethodOutput(to_images(final), losses, settings.steps)
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX); without it bf16 is emulated and slow."""
-    checks = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:

@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from edalle.errors import InvalidId, InvalidParent, JobNotFound
 
-if TYPE_CHECKING:
-    from edalle.jobs.store import JobRequest
+
+class HasIds(Protocol):
+    """The ids of a request (`edalle.jobs.store.JobRequest`, which this module sits below)."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    parent_job_id: int | None
+    parent_index: int | None
 
 ID_MIN = -(2**63)
 ID_MAX = 2**63 - 1
@@ -50,9 +57,9 @@ def check_ids(*named: tuple[str, int | None]) -> None:
             raise InvalidId(what, value)
 
 
-def check_request_ids(request: JobRequest) -> None:
+def check_request_ids(request: HasIds) -> None:
     """`enqueue`'s ids: whose, where, and the candidate it starts from (a parent out of range is not a
-    finished imagine job, the same `InvalidParent` a missing one gets)."""
+    finished job's picture, the same `InvalidParent` a missing one gets)."""
     check_ids(('user', request.user_id), ('server', request.guild_id), ('channel', request.channel_id))
     if any(value is not None and not fits(value) for value in (request.parent_job_id, request.parent_index)):
         raise InvalidParent()
