@@ -43,6 +43,13 @@ MIN_ZOOM, MAX_ZOOM = 1.25, 4.0
 PAN_FRACTION = 0.5  # a pan adds this fraction of the picture's short side
 DREAM_SHORT_PX = 256  # a dream's short side unless asked otherwise
 
+# How each mode may start ('auto': the first; a dream from a picture: 'refine').
+INITS: dict[str, tuple[str, ...]] = {
+    'extend': ('mirror',),  # blurred mirror images of the source
+    'repaint': ('edit', 'remove'),  # the region's own latents / a blur of what surrounds it
+    'dream': ('random', 'grey', 'noise', 'refine'),  # random codes / mid-grey / pixel noise / the picture's latents
+}
+
 
 class CanvasError(ExpandError):
     """The canvas cannot be made: too large, a bad direction or factor, a source not in whole tokens."""
@@ -251,6 +258,18 @@ class Canvas:
             return (window,)
         return (whole,)
 
+    def resolve_init(self, init: str | None) -> str:
+        """The start `init` names on this canvas, checked (`INITS`); 'auto' or None: the mode's usual one."""
+        mode = self.mode
+        allowed = INITS[mode]
+        if mode == 'dream' and self.source is None:
+            allowed = tuple(a for a in allowed if a != 'refine')
+        if init in ('auto', '', None):
+            return 'refine' if mode == 'dream' and self.source is not None else allowed[0]
+        if init not in allowed:
+            raise CanvasError(f'{init!r} is not a way to start a {self.kind}; choose one of: {", ".join(allowed)}.')
+        return init
+
     def decoded_tokens(self, context_tokens: int) -> int:
         """How many latent cells the decoder runs on per image and step (the main cost after CLIP)."""
         return sum(rect_area(w) for w in self.decode_windows(context_tokens))
@@ -273,7 +292,7 @@ class Canvas:
             'mode': self.mode,
         }
         if self.source is not None:
-            out['source_tokens'] = list(self.source)
+            out['source_rect'] = list(self.source)
             out['offset'] = [self.source[0], self.source[1]]
         if self.source_scale != 1.0:
             out['source_scale'] = self.source_scale

@@ -65,7 +65,7 @@ from edalle.expander.classic import MethodOutput, Observer, Progress, codebook_b
 from edalle.expander.cutouts import EvenCutouts, EvenCutoutSettings
 from edalle.expander.decode import decode_windows
 from edalle.expander.edge_fill import region_fill, soft_mirror_fill
-from edalle.expander.errors import ExpandCancelled, ExpandError
+from edalle.expander.errors import ExpandCancelled
 from edalle.expander.frames import FRAME_PX, FrameRecorder
 from edalle.expander.geometry import TOKEN_PX, Geometry
 from edalle.expander.images import to_images, to_pixels
@@ -78,13 +78,6 @@ from edalle.expander.seams import (
     region_seam_error,
     seam_error,
 )
-
-# How each mode may start. 'auto' is the first of its list.
-INITS: dict[str, tuple[str, ...]] = {
-    'extend': ('mirror',),  # blurred mirror images of the source
-    'repaint': ('edit', 'remove'),  # the region's own latents / a blur of its surroundings
-    'dream': ('random', 'grey', 'noise', 'refine'),  # random codes / mid-grey / pixel noise / the picture's latents
-}
 
 
 @dataclass(frozen=True)
@@ -124,7 +117,7 @@ class DefaultSettings:
 @dataclass(frozen=True)
 class CanvasItem:
     """One picture to optimise: its source (`canvas.source_px`; None for a dream from nothing), tokens if generated,
-    prompt, seed, and optionally a negative prompt and how to start (`INITS`; 'auto': the mode's first)."""
+    prompt, seed, and optionally a negative prompt and how to start (`canvas.INITS`; 'auto': the mode's usual)."""
 
     source: Image.Image | None
     tokens: np.ndarray | None  # (rows, columns) codes of `source` under this VQGAN, or None
@@ -187,7 +180,7 @@ def run_canvas(
     amp = bf16_autocast(device, settings.amp)
     mode = canvas.mode
     batch = len(items)
-    inits = [_init_name(item.init, canvas) for item in items]
+    inits = [canvas.resolve_init(item.init) for item in items]
     sources = _sources(items, canvas, device)  # (B, 3, h, w) or None
     geometry_generators, noise_generators = _generators(items, device)
 
@@ -372,19 +365,6 @@ def _generators(
     cpu = [torch.Generator().manual_seed(item.seed + offset) for item in items]
     on_device = [torch.Generator(device=device).manual_seed(item.seed + offset + 1) for item in items]
     return cpu, on_device
-
-
-def _init_name(init: str, canvas: Canvas) -> str:
-    """The start an item asked for, checked; 'auto' is the mode's first (a dream from a picture: 'refine')."""
-    mode = canvas.mode
-    allowed = INITS[mode]
-    if mode == 'dream':
-        allowed = allowed if canvas.source is not None else tuple(a for a in allowed if a != 'refine')
-    if init in ('auto', '', None):
-        return 'refine' if mode == 'dream' and canvas.source is not None else allowed[0]
-    if init not in allowed:
-        raise ExpandError(f'{init!r} is not a way to start a {canvas.kind}; choose one of: {", ".join(allowed)}.')
-    return init
 
 
 def _sources(items: list[CanvasItem], canvas: Canvas, device: torch.device) -> torch.Tensor | None:
