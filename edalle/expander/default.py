@@ -87,7 +87,7 @@ class DefaultSettings:
     lr: float = 0.3  # peak; cosine decay to lr_final
     lr_final: float = 0.03
     text_weight: float = 1.0
-    image_weight: float = 0.5  # the source as an image prompt; less than the original's 1 (see module doc). Not in a dream.
+    image_weight: float = 0.5  # the source as an image prompt; less than the original's 1 (see module doc). Extend only.
     image_views: int = 16  # views of the source that make the image prompt
     seam_weight: float = 1.0  # MSE between the decode and the source in the seam band. Not in a dream.
     seam_px: int = 32
@@ -205,7 +205,7 @@ def run_canvas(
     )  # (B,)
     texts = clip.encode_text([item.prompt or ' ' for item in items])  # type: ignore[attr-defined]  # (B, D)
     image_targets = None
-    if mode != 'dream' and sources is not None:
+    if mode == 'extend':  # in a repaint it would pull the region back to what was there; a dream has no source
         with torch.no_grad(), amp:
             prompt_views = EvenCutouts(settings.cutout_settings(settings.image_views))
             image_targets = clip.encode_images(prompt_views(sources, geometry_generators, noise_generators))  # type: ignore[attr-defined]
@@ -282,11 +282,13 @@ def run_canvas(
         codes = fixed_codes.clone()
         for (top, left, bottom, right), band in zip(canvas.free, final_bands, strict=True):
             codes[:, top:bottom, left:right] = vqgan.quantize(band)[1]
+    images = to_images(final)
+    delivered = torch.cat([to_pixels(image, device) for image in images]) if frames.every > 0 else final
     return CanvasOutput(
-        to_images(final),
+        images,
         losses,
         settings.steps,
-        frames=frames.finish(final, settings.steps),
+        frames=frames.finish(delivered, settings.steps),
         tokens=list(codes.cpu().numpy()),
     )
 

@@ -64,7 +64,11 @@ class FrameRecorder:
         self._pending.append((step, pixels))
 
     def finish(self, final: torch.Tensor, steps: int) -> list[list[Frame]]:
-        """The frames per image, the final picture (`final`, (B, 3, H, W)) last; [] per image when off."""
+        """The frames per image, the final picture last; [] per image when off.
+
+        `final` (B, 3, H, W) is the delivered picture as it was rounded to 8 bits (`images.to_pixels`
+        of it), so the last frame is that picture exactly, shrunk like the others if they are.
+        """
         if self.every <= 0:
             return [[] for _ in range(self.batch)]
         self.record(steps, final)

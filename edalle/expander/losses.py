@@ -56,6 +56,5 @@ def negative_hinge(embeddings: torch.Tensor, prompt: torch.Tensor, negative: tor
     most d_prompt + margin, and its gradient is the prompt term's plus one away from the negative.
     A negative equal to the prompt gives a constant `margin` and no gradient at all.
     """
-    toward = spherical_distance_sq(embeddings, prompt[None])[:, 0]  # (N,)
-    away = spherical_distance_sq(embeddings, negative[None])[:, 0]
-    return torch.relu(toward - away + margin).mean()
+    distances = spherical_distance_sq(embeddings, torch.stack([prompt, negative]))  # (N, 2), one graph for both
+    return torch.relu(distances[:, 0] - distances[:, 1] + margin).mean()
