@@ -13,8 +13,8 @@ from PIL import Image
 
 from edalle.config import VQGAN_CONFIGS
 from edalle.expander.api import ExpandRequest, expand
-from edalle.expander.classic import codebook_box
 from edalle.expander.canvas import canvas_for_ratio
+from edalle.expander.classic import codebook_box
 from edalle.expander.default import DefaultItem, DefaultSettings, run_default
 from edalle.expander.errors import ExpandCancelled
 from edalle.expander.geometry import compute_geometry

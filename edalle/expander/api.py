@@ -108,7 +108,7 @@ def prepare_canvas(request: CanvasRequest, codebook_size: int | None = None) -> 
     if canvas.mode == 'dream' and not request.prompt.strip():
         raise ExpandError('A dream starts from words alone: give a prompt, e.g. `a lighthouse in a storm, oil painting`.')
     if canvas.mode == 'repaint' and not request.prompt.strip():
-        raise ExpandError('Say what the region should show, e.g. `a red sailing boat`, or `calm sea` to remove what is there.')
+        raise ExpandError('Say what the region should show, e.g. `a red sailing boat`, or `calm sea` to clear it.')
     if not 0 <= request.record_every <= MAX_STEPS:
         raise ExpandError(f'Frames can be kept every 1 to {MAX_STEPS} steps, or 0 for none (got {request.record_every}).')
     if request.method == 'classic' and (request.record_every or request.negative_prompt.strip()):
