@@ -210,12 +210,12 @@ def run_canvas(
             prompt_views = EvenCutouts(settings.cutout_settings(settings.image_views))
             image_targets = clip.encode_images(prompt_views(sources, geometry_generators, noise_generators))  # type: ignore[attr-defined]
         image_targets = image_targets.float().view(batch, settings.image_views, -1)  # (B, m, D)
-    negatives = None
+    negatives = None  # (B, D) embeddings of the negative prompts, when any item has one
+    negative_weights = torch.tensor(
+        [settings.negative_weight if item.negative_prompt.strip() else 0.0 for item in items], device=device
+    )  # (B,)
     if any(item.negative_prompt.strip() for item in items):
         negatives = clip.encode_text([item.negative_prompt or ' ' for item in items]).float()  # type: ignore[attr-defined]
-        negative_weights = torch.tensor(
-            [settings.negative_weight if item.negative_prompt.strip() else 0.0 for item in items], device=device
-        )
 
     def assemble(band_latents: list[torch.Tensor], quantise: bool = True) -> torch.Tensor:
         """The canvas latents: `fixed` with every band written in (straight-through quantised when asked)."""
