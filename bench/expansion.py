@@ -41,7 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +53,32 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edalle.config import VQGAN_CONFIGS  # noqa: E402
+from edalle.expander.canvas import (  # noqa: E402
+    Canvas,
+    canvas_for_dream,
+    canvas_for_pan,
+    canvas_for_ratio,
+    canvas_for_zoom,
+    canvas_from_geometry,
+)
 from edalle.expander.classic import ClassicSettings, run_classic  # noqa: E402
+from edalle.expander.cost import StepSample, estimate_step_seconds, fit_step_costs  # noqa: E402
 from edalle.expander.cutouts import ClassicCutouts, EvenCutouts, coverage  # noqa: E402
 from edalle.expander.default import (  # noqa: E402
+    CanvasItem,
     DefaultItem,
     DefaultSettings,
     _cosine,
     bf16_autocast,
-    inside_box,
     native_bf16_cpu,
+    run_canvas,
     run_default,
+    views_needing_grad,
 )
+from edalle.expander.frames import FrameRecorder  # noqa: E402
 from edalle.expander.geometry import Geometry, compute_geometry  # noqa: E402
 from edalle.expander.images import to_images  # noqa: E402
+from edalle.expander.seams import moving_pixels  # noqa: E402
 from edalle.models.clip import ClipModel  # noqa: E402
 from edalle.models.vqgan import VQGAN  # noqa: E402
 
@@ -250,7 +263,7 @@ def _best(fn: Callable[[], object], repeats: int = 2) -> tuple[float, float]:
 
 def profile(models: Models, geometry: Geometry, cutn: int) -> dict[str, Any]:
     """Each component of a step at the real shapes, forward and backward where the step has one."""
-    from edalle.expander.default import decode_sides
+    from edalle.expander.decode import decode_windows as decode_canvas_windows
     from edalle.expander.images import to_pixels
 
     vqgan, clip = models.vqgan, models.clip
@@ -260,6 +273,10 @@ def profile(models: Models, geometry: Geometry, cutn: int) -> dict[str, Any]:
     sources = to_pixels(models.source, device)
     off = torch.autocast(device.type, enabled=False)
     default = DefaultSettings(cutn=cutn)
+    windows = canvas_from_geometry(geometry).decode_windows(default.context_tokens)
+    left, top, right, bottom = geometry.source_box
+    base = torch.zeros(1, 3, geometry.height, geometry.width, device=device)
+    base[..., top:bottom, left:right] = sources
 
     def decode_full() -> None:
         z = torch.randn(1, dim, rows, columns, device=device, requires_grad=True)
@@ -267,7 +284,7 @@ def profile(models: Models, geometry: Geometry, cutn: int) -> dict[str, Any]:
 
     def decode_windows() -> None:
         z = torch.randn(1, dim, rows, columns, device=device, requires_grad=True)
-        decode_sides(vqgan, vqgan.quantize(z)[0], sources, geometry, default.context_tokens, off).sum().backward()
+        decode_canvas_windows(vqgan, vqgan.quantize(z)[0], base, windows, off).sum().backward()
 
     def decode_display() -> None:
         with torch.no_grad():
@@ -332,7 +349,8 @@ def forward_only_fraction(geometry: Geometry, cutn: int, steps: int) -> float:
     views = EvenCutouts(DefaultSettings(cutn=cutn).cutout_settings())
     generator = torch.Generator().manual_seed(SEED)
     canvas = torch.zeros(1, 3, geometry.height, geometry.width)
-    inside = [inside_box(views.sample(canvas, [generator])[1], geometry, canvas.shape[-2:]) for _ in range(steps)]
+    moving = moving_pixels(canvas_from_geometry(geometry))
+    inside = [~views_needing_grad(views.sample(canvas, [generator])[1], moving) for _ in range(steps)]
     return float(torch.cat(inside).float().mean())
 
 
@@ -407,6 +425,212 @@ def verdict(ratio: float, target: float) -> str:
     return 'PASS' if ratio <= target else 'FAIL'
 
 
+# ----------------------------------------------------------------------------- canvas operations (--canvas)
+
+PAN_TARGET = 1.3  # a pan of a 768-wide picture costs at most this × a pan of a 256-wide one, per step
+FRAMES_TARGET = 0.01  # recording a frame costs well under 1 % of a step
+
+
+@dataclass
+class CanvasVariant:
+    """One canvas operation at the default settings; `runs` as `run_once` gives them."""
+
+    name: str
+    canvas: Canvas
+    source: Any  # PIL image or None
+    tokens: np.ndarray | None
+    record_every: int = 0
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def canvas_variants(models: Models) -> list[CanvasVariant]:
+    """Expand 16:9, pan right of a 256- and a 768-wide picture, zoom 1.5× and 2×, dream 256² with frames off and on."""
+    wide_tokens = np.random.RandomState(SEED + 1).randint(0, models.vqgan.codebook.shape[0], (16, 48))
+    with torch.no_grad():
+        codes = torch.as_tensor(wide_tokens, device=models.clip.device)[None]
+        wide = to_images(models.vqgan.decode_tokens(codes))[0]  # 768 × 256, as two pans would leave it
+    square = (models.source.size, models.source, models.tokens)
+    return [
+        CanvasVariant('expand 16:9', canvas_for_ratio(square[0], RATIO), *square[1:]),
+        CanvasVariant('pan right 256', canvas_for_pan(square[0], 'right'), *square[1:]),
+        CanvasVariant('pan right 768', canvas_for_pan(wide.size, 'right'), wide, wide_tokens),
+        CanvasVariant('zoom 1.5x', canvas_for_zoom(square[0], 1.5), *square[1:]),
+        CanvasVariant('zoom 2x', canvas_for_zoom(square[0], 2.0), *square[1:]),
+        CanvasVariant('dream 256', canvas_for_dream('1:1'), None, None),
+        CanvasVariant('dream 256 frames', canvas_for_dream('1:1'), None, None, record_every=1),
+    ]
+
+
+def run_canvas_once(variant: CanvasVariant, models: Models, settings: DefaultSettings, device: str) -> dict[str, Any]:
+    """One real `run_canvas` of `settings.steps` steps: per-step wall/CPU times, setup, final, peak memory, checks."""
+    cuda = device == 'cuda'
+    stamps: list[tuple[float, float]] = []
+    recording: list[float] = []
+
+    def observer(step: int, z: torch.Tensor) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        stamps.append((time.perf_counter(), time.process_time()))
+
+    original = FrameRecorder.record
+
+    def timed_record(self: FrameRecorder, step: int, image: torch.Tensor) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        original(self, step, image)
+        if cuda:
+            torch.cuda.synchronize()
+        recording.append(time.perf_counter() - started)
+
+    item = CanvasItem(variant.source, variant.tokens, PROMPT, SEED)
+    _reset_peak_rss()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    FrameRecorder.record = timed_record  # type: ignore[method-assign]
+    try:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        out = run_canvas(
+            models.vqgan, models.clip, [item], variant.canvas, settings, observer=observer, record_every=variant.record_every
+        )
+        if cuda:
+            torch.cuda.synchronize()
+        wall1, cpu1 = time.perf_counter(), time.process_time()
+    finally:
+        FrameRecorder.record = original  # type: ignore[method-assign]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else _peak_rss_gb()
+    result: dict[str, Any] = {
+        'steps': settings.steps,
+        'step_wall': [b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False)],
+        'step_cpu': [b[1] - a[1] for a, b in zip(stamps, stamps[1:], strict=False)],
+        'first_wall': stamps[0][0] - wall0,
+        'first_cpu': stamps[0][1] - cpu0,
+        'final_wall': wall1 - stamps[-1][0],
+        'final_cpu': cpu1 - stamps[-1][1],
+        'peak_gb': peak,
+        'record_seconds': recording[: settings.steps],  # the in-loop frames (the last one is the final picture)
+        'frames': len(out.frames[0]),
+        'size': list(out.images[0].size),
+    }
+    if variant.source is not None and variant.canvas.mode == 'extend':
+        box = variant.canvas.source_box
+        kept = np.asarray(out.images[0])[box[1] : box[3], box[0] : box[2]]
+        result['source_exact'] = bool(np.array_equal(kept, np.asarray(variant.source)))
+    return result
+
+
+def clip_seconds_per_view(models: Models, views: int, device: torch.device) -> float:
+    """CLIP forward + backward of `views` views under the step's autocast, ÷ views (the cost model's per_view)."""
+    clip = models.clip
+    amp = bf16_autocast(device, True)
+
+    def views_fwd_bwd() -> None:
+        x = torch.rand(views, 3, clip.image_size, clip.image_size, device=device, requires_grad=True)
+        with amp:
+            clip.encode_images(x).float().sum().backward()
+
+    return _best(views_fwd_bwd)[0] / views
+
+
+def canvas_main(args: argparse.Namespace, models: Models, machine: dict[str, Any]) -> None:
+    """Per step of each canvas operation side by side, the targets, the recording's cost, the fitted ETA model."""
+    cuda = args.device == 'cuda'
+    timed = args.timed_steps or (TIMED_STEPS_CUDA if cuda else TIMED_STEPS)
+    settings = DefaultSettings(steps=1 + timed)
+    variants = canvas_variants(models)
+    for variant in variants:
+        c = variant.canvas
+        print(
+            f'  {variant.name:18s} {c.width}×{c.height}, decode windows {c.decode_windows(settings.context_tokens)} '
+            f'({c.decoded_tokens(settings.context_tokens)} tokens)'
+        )
+    for round_index in range(args.rounds):
+        for variant in variants:
+            run = run_canvas_once(variant, models, settings, args.device)
+            variant.runs.append(run)
+            print(
+                f'round {round_index + 1}/{args.rounds} {variant.name:18s} {settings.steps} steps: '
+                f'step wall {_median(run["step_wall"]):7.2f} s, CPU {_median(run["step_cpu"]):7.2f} s; '
+                f'load {os.getloadavg()[0]:.2f}',
+                flush=True,
+            )
+    summaries = {v.name: summarise(v) for v in variants}  # type: ignore[arg-type]
+    machine['load_after'] = os.getloadavg()
+    base = summaries['expand 16:9']
+    measured = base['steps_measured']
+    print(f'\nper step (median over {measured} timed steps per variant; min in brackets), {settings.cutn} views')
+    columns = ('wall s', 'CPU s', '× 16:9', 'setup s', 'final s', 'peak GB')
+    widths = (16, 16, 7, 8, 8, 8)
+    print(f'  {"variant":18s} {"size":>9s} ' + ' '.join(f'{c:>{w}s}' for c, w in zip(columns, widths, strict=True)))
+    for v in variants:
+        s = summaries[v.name]
+        print(
+            f'  {v.name:18s} {v.canvas.width:4d}×{v.canvas.height:<4d} {s["step_wall"]:7.2f} ({s["step_wall_min"]:6.2f}) '
+            f'{s["step_cpu"]:7.2f} ({s["step_cpu_min"]:6.2f}) {s["step_cpu"] / base["step_cpu"]:7.2f} '
+            f'{s["setup_wall"]:8.2f} {s["final_wall"]:8.2f} {s["peak_gb"]:8.2f}'
+        )
+    ratios: dict[str, float] = {}
+    checks: dict[str, Any] = {}
+    print('\nratios per step (CPU time; wall in brackets)')
+
+    def ratio(name: str, over: str, under: str, target: float | None = None) -> None:
+        cpu = summaries[over]['step_cpu'] / summaries[under]['step_cpu']
+        wall = summaries[over]['step_wall'] / summaries[under]['step_wall']
+        ratios[name] = cpu
+        ratios[name + '_wall'] = wall
+        judged = f'  target ≤ {target}: {verdict(cpu, target)}' if target is not None else ''
+        print(f'  {over} / {under}: {cpu:6.3f} ({wall:6.3f}){judged}')
+
+    ratio('pan_768_over_256', 'pan right 768', 'pan right 256', PAN_TARGET)
+    ratio('zoom_1_5_over_expand', 'zoom 1.5x', 'expand 16:9')
+    ratio('zoom_2_over_expand', 'zoom 2x', 'expand 16:9')
+    ratio('dream_over_expand', 'dream 256', 'expand 16:9')
+    ratio('frames_on_over_off', 'dream 256 frames', 'dream 256')
+    recorded = [t for r in next(v for v in variants if v.record_every).runs for t in r['record_seconds']]
+    share = _median(recorded) / summaries['dream 256 frames']['step_wall']
+    checks['record_seconds'] = _median(recorded)
+    checks['record_share'] = share
+    print(
+        f'  recording one frame (timed inside the step, {len(recorded)} calls): {_median(recorded) * 1000:.2f} ms = '
+        f'{share:.3%} of a step; target < {FRAMES_TARGET:.0%}: {verdict(share, FRAMES_TARGET)}'
+    )
+    exact = [r['source_exact'] for v in variants for r in v.runs if 'source_exact' in r]
+    checks['source_exact'] = all(exact)
+    print(f'  source pixels bit-exact in the extend outputs: {sum(exact)}/{len(exact)}')
+    frames_ok = all(r['frames'] == settings.steps + 1 for v in variants if v.record_every for r in v.runs)
+    checks['frame_count'] = frames_ok
+    print(f'  frames per run = steps + 1 with record_every 1: {frames_ok}')
+
+    device = torch.device(models.clip.device)
+    per_view = clip_seconds_per_view(models, settings.cutn, device)
+    samples = [StepSample.of(v.canvas, settings.cutn, 1, summaries[v.name]['step_cpu']) for v in variants]
+    costs = fit_step_costs(samples, 'cuda-bf16' if cuda else 'cpu-bf16' if native_bf16_cpu() else 'cpu-fp32', per_view)
+    print(
+        f'\nETA model (edalle.expander.cost), fitted to these steps with CLIP measured alone ({per_view:.4f} s/view): '
+        f'fixed {costs.fixed:.4f} s, per token {costs.per_token:.6f} s, per token pair {costs.per_pair:.3e} s'
+    )
+    errors = {}
+    for v in variants:
+        estimate = estimate_step_seconds(v.canvas, settings.cutn, costs)
+        errors[v.name] = estimate / summaries[v.name]['step_cpu'] - 1
+        measured = summaries[v.name]['step_cpu']
+        print(f'  {v.name:18s} estimate {estimate:7.2f} s, measured {measured:7.2f} s ({errors[v.name]:+.1%})')
+    if args.json:
+        report = {
+            'machine': machine,
+            'args': {k: str(v) for k, v in vars(args).items()},
+            'summaries': summaries,
+            'ratios': ratios,
+            'checks': checks,
+            'costs': asdict(costs),
+            'estimate_errors': errors,
+            'runs': {v.name: v.runs for v in variants},
+        }
+        args.json.write_text(json.dumps(report, indent=1))
+    print(f'\nload average after: {_loads(machine["load_after"])}')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -418,6 +642,7 @@ def main() -> None:
     parser.add_argument('--profile', action='store_true', help='time each component of a step first')
     parser.add_argument('--no-fp32', action='store_true', help='skip the default method with autocast off')
     parser.add_argument('--json', type=Path, help='write every figure here')
+    parser.add_argument('--canvas', action='store_true', help='the canvas operations (pan, zoom, dream, frames) instead')
     args = parser.parse_args()
 
     cuda = args.device == 'cuda'
@@ -440,6 +665,10 @@ def main() -> None:
         f'{RATIO} → {geometry.width}×{geometry.height}; {machine["device"]}, {machine["cpus"]} CPUs, '
         f'torch {torch.__version__} with {machine["threads"]} thread(s); load average {_loads(load)}'
     )
+
+    if args.canvas:
+        canvas_main(args, models, machine)
+        return
 
     profiled = None
     if args.profile:

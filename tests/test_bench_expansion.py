@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,25 @@ def test_expansion_benchmark_tiny(tmp_path: Path) -> None:
     assert cover['classic']['outer_column'] < 0.05  # the original's outer columns: ~0.5 % of views
     assert cover['default']['band_min'] > 0.3  # the default's: ~40 %
     assert result['movement']['default']['sum_lr'] > 10
+
+
+@pytest.mark.slow
+def test_canvas_benchmark_tiny(tmp_path: Path) -> None:
+    """`--canvas`: every operation ran and was timed, the ratios and the ETA model were computed, the source kept."""
+    out = tmp_path / 'canvas.json'
+    argv = [sys.executable, str(REPO / 'bench' / 'expansion.py'), '--canvas', '--scale', 'tiny']
+    argv += ['--timed-steps', '1', '--rounds', '1', '--json', str(out)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert 'pan right 768 / pan right 256' in done.stdout and 'ETA model' in done.stdout
+    result = json.loads(out.read_text())
+    names = {'expand 16:9', 'pan right 256', 'pan right 768', 'zoom 1.5x', 'zoom 2x', 'dream 256', 'dream 256 frames'}
+    assert set(result['summaries']) == names
+    for summary in result['summaries'].values():
+        assert summary['steps_measured'] == 1 and summary['step_cpu'] > 0 and summary['peak_gb'] > 0
+    for key in ('pan_768_over_256', 'zoom_1_5_over_expand', 'zoom_2_over_expand', 'dream_over_expand', 'frames_on_over_off'):
+        assert result['ratios'][key] > 0
+    assert result['checks']['source_exact'] is True and result['checks']['frame_count'] is True
+    assert 0 < result['checks']['record_share'] < 1
+    assert result['costs']['per_view'] > 0
+    assert result['runs']['zoom 2x'][0]['size'] == [512, 512]

@@ -13,8 +13,9 @@ from PIL import Image
 
 from edalle.config import VQGAN_CONFIGS
 from edalle.expander.api import ExpandRequest, expand
+from edalle.expander.canvas import canvas_for_ratio
 from edalle.expander.classic import codebook_box
-from edalle.expander.default import DefaultItem, DefaultSettings, composite, run_default
+from edalle.expander.default import DefaultItem, DefaultSettings, run_default
 from edalle.expander.errors import ExpandCancelled
 from edalle.expander.geometry import compute_geometry
 from edalle.expander.images import to_images, to_pixels
@@ -132,19 +133,6 @@ def test_progress_previews_and_cancel(models: tuple[VQGAN, ClipModel]) -> None:
     assert info.value.step == 1
 
 
-def test_composite_feathers_the_seam_without_touching_the_source() -> None:
-    geometry = compute_geometry('16:9')
-    source = torch.full((1, 3, 256, 256), 0.6)
-    decoded = torch.full((1, 3, 256, 448), 0.4)  # the decoder is 0.2 darker everywhere
-    out = composite(decoded, source, geometry, feather_px=32)
-    assert torch.equal(out[..., 96:352], source)
-    assert out[0, 0, 100, 95] == pytest.approx(0.6, abs=0.01)  # next to the seam: matched to the source
-    assert out[0, 0, 100, 60] == pytest.approx(0.4, abs=1e-6)  # feather_px away: the decode itself
-    assert out[0, 0, 100, 352] == pytest.approx(0.6, abs=0.01)
-    tall = composite(decoded.transpose(2, 3), source, compute_geometry('9:16'), feather_px=32)
-    assert torch.equal(tall, out.transpose(2, 3))
-
-
 def test_api_expand_keeps_a_256_candidate_exactly(models: tuple[VQGAN, ClipModel]) -> None:
     vqgan, clip = models
     image, tokens = _candidate(vqgan, 16)
@@ -158,18 +146,21 @@ def test_api_expand_keeps_a_256_candidate_exactly(models: tuple[VQGAN, ClipModel
     assert to_pixels(result.image).shape == (1, 3, 256, 448)
 
 
-def test_decode_sides_windows(models: tuple[VQGAN, ClipModel]) -> None:
+def test_decode_windows(models: tuple[VQGAN, ClipModel]) -> None:
     """Sides decode with a few source tokens of context; the middle of the canvas is the source itself."""
-    from edalle.expander.default import decode_sides
+    from edalle.expander.decode import decode_windows
 
     vqgan, _ = models
-    geometry = compute_geometry('16:9', (8, 8))  # 14 × 8 tokens, 3 new columns per side
+    canvas = canvas_for_ratio((128, 128), '16:9')  # 14 × 8 tokens, 3 new columns per side
     latents = vqgan.embed_tokens(torch.randint(0, 1024, (1, 8, 14))).detach()
     sources = torch.rand(1, 3, 128, 128)
+    base = torch.zeros(1, 3, 128, 224)
+    base[..., 48:176] = sources
     off = torch.autocast('cpu', enabled=False)
+    assert canvas.decode_windows(2) == ((0, 0, 8, 5), (0, 9, 8, 14))
     with torch.no_grad():
-        windowed = decode_sides(vqgan, latents, sources, geometry, 2, off)
-        full = decode_sides(vqgan, latents, sources, geometry, 0, off)
+        windowed = decode_windows(vqgan, latents, base, canvas.decode_windows(2), off)
+        full = decode_windows(vqgan, latents, base, canvas.decode_windows(0), off)
         left = vqgan.decode_latents(latents[..., :5])
     assert windowed.shape == full.shape == (1, 3, 128, 224)
     assert torch.equal(windowed[..., 80:144], sources[..., 32:96])  # the middle is not decoded
@@ -180,16 +171,17 @@ def test_decode_sides_windows(models: tuple[VQGAN, ClipModel]) -> None:
 def test_views_reading_only_the_source_skip_the_backward_exactly(models: tuple[VQGAN, ClipModel]) -> None:
     """Views inside the kept picture go forward only: same embeddings, same gradient to the sides."""
     from edalle.expander.cutouts import EvenCutouts, EvenCutoutSettings
-    from edalle.expander.default import encode_views, inside_box
+    from edalle.expander.default import encode_views, views_needing_grad
+    from edalle.expander.seams import moving_pixels
 
     _, clip = models
-    geometry = compute_geometry('16:9')
+    canvas = canvas_for_ratio((256, 256), '16:9')
     sources = torch.rand(1, 3, 256, 256)
     sides = torch.rand(1, 3, 256, 192, requires_grad=True)
     image = torch.cat([sides[..., :96], sources, sides[..., 96:]], dim=3)  # the composite's layout
     views = EvenCutouts(EvenCutoutSettings(cutn=24))
     pixels, reach = views.sample(image, [torch.Generator().manual_seed(1)])
-    inside = inside_box(reach, geometry, image.shape[-2:])
+    inside = ~views_needing_grad(reach, moving_pixels(canvas))
     assert 0 < int(inside.sum()) < 24  # some views see only the source on 16:9, most do not
     for k in inside.nonzero().squeeze(1).tolist():  # the flagged ones really have no gradient
         (grad,) = torch.autograd.grad(pixels[k].sum(), sides, retain_graph=True)
@@ -201,8 +193,8 @@ def test_views_reading_only_the_source_skip_the_backward_exactly(models: tuple[V
     (g_split,) = torch.autograd.grad(split.pow(2).sum() + split[:, 0].sum(), sides, retain_graph=True)
     (g_whole,) = torch.autograd.grad(whole.pow(2).sum() + whole[:, 0].sum(), sides)
     assert torch.allclose(g_split, g_whole, atol=1e-6)
-    tall = inside_box(reach[:, [2, 3, 0, 1]], compute_geometry('9:16'), (448, 256))  # the same views transposed
-    assert torch.equal(tall, inside)
+    tall = views_needing_grad(reach[:, [2, 3, 0, 1]], moving_pixels(canvas_for_ratio((256, 256), '9:16')))
+    assert torch.equal(~tall, inside)  # the same views transposed
 
 
 @pytest.mark.filterwarnings('ignore:CUDA is not available')

@@ -113,3 +113,29 @@ def test_manifest_candidate(tmp_path: Path) -> None:
         load_source(tmp_path / 'bad.json', 1)
     with pytest.raises(SourceError, match='No imagine manifest'):
         load_source(tmp_path / 'nothing' / 'manifest.json', 1)
+
+
+@pytest.mark.parametrize(
+    ('size', 'fitted'),
+    [
+        ((400, 300), (336, 256)),  # 341.3 → 21 tokens: the short side 256, the aspect kept to a token
+        ((300, 400), (256, 336)),
+        ((256, 256), (256, 256)),
+        ((1000, 250), (1024, 256)),  # 4:1 exactly: the long side at the cap
+        ((3000, 300), (1024, 96)),  # 10:1: the long side capped, the short side shorter (102.4 → 6 tokens)
+        ((64, 48), (336, 256)),  # small pictures are enlarged
+    ],
+)
+def test_fit_picture_keeps_the_aspect_in_whole_tokens(size: tuple[int, int], fitted: tuple[int, int]) -> None:
+    image = sources.fit_picture(Image.new('RGB', size, (10, 200, 30)))
+    assert image.size == fitted and image.mode == 'RGB'
+    assert sources.fit_picture(Image.new('RGB', (2000, 400)), max_long_px=512).size == (512, 96)
+
+
+def test_keep_aspect_loading(tmp_path: Path) -> None:
+    path = tmp_path / 'wide.png'
+    Image.new('RGBA', (800, 450), (255, 0, 0, 0)).save(path)
+    kept = load_image_file(path, keep_aspect=True)
+    assert kept.size == (448, 256) and tuple(np.asarray(kept)[5, 5]) == (255, 255, 255)  # alpha onto white
+    assert load_image_file(path).size == (256, 256)  # the default is still the square
+    assert load_source(path, keep_aspect=True).image.size == (448, 256)

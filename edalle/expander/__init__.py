@@ -1,5 +1,7 @@
-"""E-DALL-E: widen a 256×256 picture to another aspect ratio with CLIP-guided VQGAN latents.
+"""E-DALL-E and what grew from it: CLIP-guided VQGAN latents on a canvas.
 
-`classic` is the original method step for step (the baseline); `default` is the faster,
-centre-exact rewrite. `edalle.expander.api` is what the engine, worker and CLI call.
+A canvas (`canvas.py`) says what to make: a picture widened to a ratio, zoomed out, panned, made
+square, a region of it repainted, or a dream from a prompt alone. `default.run_canvas` optimises
+any of them (the faster, source-exact method); `classic` is the original method step for step
+(the baseline, ratios only). `edalle.expander.api` is what the engine, worker and CLI call.
 """

@@ -29,7 +29,7 @@ def run_expand(args: argparse.Namespace, bars_cls: Any) -> int:
         raise ExpandError(f'--out must end in .png, .webp or .jpg (got {out.name!r}).')
     if out.is_dir():
         raise ExpandError(f'--out {out} is a directory; give a file name such as {out / "expanded.png"}.')
-    source = load_source(Path(args.source), args.index)
+    source = load_source(Path(args.source), args.index, keep_aspect=True)  # a picture file keeps its own shape
     prompt = args.prompt if args.prompt is not None else (source.prompt or '')
     preset = _preset(args.preset)
     tokens = source.tokens

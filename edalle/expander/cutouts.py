@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 LUMA = (0.299, 0.587, 0.114)  # grey of the saturation and contrast jitter (torchvision's, kornia's)
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) in canvas pixels, PIL's order
 
 
 # ----------------------------------------------------------------------------------------------- classic
@@ -117,6 +118,7 @@ class EvenCutoutSettings:
     contrast: float = 0.1
     saturation: float = 0.1
     noise_max: float = 0.1
+    focus_share: float = 0.5  # of the views, when a focus box is given (a repaint's region)
 
 
 class EvenCutouts:
@@ -129,7 +131,14 @@ class EvenCutouts:
     def __init__(self, settings: EvenCutoutSettings | None = None) -> None:
         self.settings = settings or EvenCutoutSettings()
 
-    def boxes(self, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    def boxes(
+        self,
+        height: int,
+        width: int,
+        generator: torch.Generator,
+        within: Box | None = None,
+        focus: Box | None = None,
+    ) -> torch.Tensor:
         """(cutn, 3) float (x0, y0, side) in pixels: tiles whose end positions touch the canvas edges.
 
         Along an axis of length L a side-s view has n = ⌈L/s⌉ slots spread evenly from 0 to
@@ -138,7 +147,24 @@ class EvenCutouts:
         random slot each step, and sides are random, so over a few steps every pixel is seen
         about equally often: on 448 × 256 each column is in 38–62 % of the views, where the
         original's uniform offsets give 0.5 % at the outer columns and 100 % in the middle.
+
+        `within` (left, top, right, bottom) px tiles that part of the canvas instead of all of
+        it (a pan's new band and its surroundings). `focus` puts the first `focus_share` of the
+        views on that box (a repaint's region): each holds the box (or lies in it, when the box
+        is wider than a view) with some surroundings, drawn after the tiles from the same
+        generator, so without `within` and `focus` the views are what they always were.
         """
+        s = self.settings
+        left, top, right, bottom = within if within is not None else (0, 0, width, height)
+        tiles = self._tiles(bottom - top, right - left, generator)
+        tiles[:, 0] += left
+        tiles[:, 1] += top
+        if focus is not None:
+            count = round(s.cutn * s.focus_share)
+            tiles[:count] = self._focused(count, (left, top, right, bottom), focus, generator)
+        return tiles
+
+    def _tiles(self, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
         s = self.settings
         count = s.cutn
         short = min(width, height)
@@ -150,6 +176,25 @@ class EvenCutouts:
         ys, _ = self._slots(height, sides, torch.floor((k + start[0]) / columns) + start[1])
         return torch.stack([xs, ys, sides], dim=1)
 
+    def _focused(self, count: int, area: Box, focus: Box, generator: torch.Generator) -> torch.Tensor:
+        """(count, 3) views on `focus`: side 1–1.5 × its long side (at least 0.4 × the short side), inside `area`."""
+        left, top, right, bottom = area
+        f_left, f_top, f_right, f_bottom = focus
+        short = min(right - left, bottom - top)
+        u = torch.rand(count, 3, generator=generator, dtype=torch.float64)
+        base = max(f_right - f_left, f_bottom - f_top, 0.4 * short)
+        sides = torch.floor(base * (1 + 0.5 * u[:, 0])).clamp(8, short)
+
+        def place(low: int, high: int, start: int, end: int, t: torch.Tensor) -> torch.Tensor:
+            """Offsets on one axis: the view holds [low, high) if longer, else lies in it; then kept in [start, end)."""
+            flush_end = high - sides  # where the view's end meets the box's end
+            first, last = flush_end.clamp(max=low), flush_end.clamp(min=low)
+            return torch.minimum((first + t * (last - first)).clamp(min=start), end - sides)
+
+        xs = place(f_left, f_right, left, right, u[:, 1])
+        ys = place(f_top, f_bottom, top, bottom, u[:, 2])
+        return torch.stack([xs, ys, sides], dim=1)
+
     @staticmethod
     def _slots(length: int, sides: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Offsets of slot `index mod n` for views of `sides` along an axis of `length`; also n."""
@@ -158,11 +203,13 @@ class EvenCutouts:
         spacing = room / (slots - 1).clamp(min=1)
         return torch.remainder(index, slots) * spacing, slots
 
-    def transforms(self, height: int, width: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def transforms(
+        self, height: int, width: int, generator: torch.Generator, within: Box | None = None, focus: Box | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per view: a 3×3 map from output coords to canvas coords (both in [-1, 1]) and a 3×4 colour map."""
         s = self.settings
         count = s.cutn
-        boxes = self.boxes(height, width, generator)  # (n, 3)
+        boxes = self.boxes(height, width, generator, within, focus)  # (n, 3)
         u = torch.rand(count, 8, generator=generator, dtype=torch.float64)
         flip = torch.where(u[:, 0] < s.flip_p, -1.0, 1.0)
         angle = (u[:, 1] * 2 - 1) * math.radians(s.max_degrees)
@@ -218,18 +265,21 @@ class EvenCutouts:
         pixels: torch.Tensor,
         generators: list[torch.Generator],
         noise_generators: list[torch.Generator] | None = None,
+        *,
+        within: Box | None = None,
+        focus: Box | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The views, as `__call__`, and each view's reach: (B·cutn, 4) float, x_min, x_max, y_min, y_max.
 
         The reach is the span of the view's sample points in canvas pixel coordinates (pixel
         centres at 0 … W − 1), so a view whose reach lies inside a box reads only that box's
         pixels (bilinear taps at ⌊x⌋ and ⌊x⌋ + 1): the caller can tell which views cannot
-        carry any gradient to pixels outside it.
+        carry any gradient to pixels outside it. `within` and `focus`: see `boxes`.
         """
         s = self.settings
         b, _, height, width = pixels.shape
         size = s.cut_size
-        maps, colours = zip(*(self.transforms(height, width, g) for g in generators), strict=True)
+        maps, colours = zip(*(self.transforms(height, width, g, within, focus) for g in generators), strict=True)
         geometric = torch.stack(maps).to(pixels.device)  # (B, n, 3, 3)
         colour = torch.stack(colours).to(device=pixels.device)  # (B, n, 3, 4)
         axis = (torch.arange(size, device=pixels.device, dtype=torch.float32) * 2 + 1) / size - 1

@@ -45,3 +45,16 @@ class _ClampWithGrad(torch.autograd.Function):
 
 def clamp_with_grad(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     return _ClampWithGrad.apply(x, low, high)
+
+
+def negative_hinge(embeddings: torch.Tensor, prompt: torch.Tensor, negative: torch.Tensor, margin: float) -> torch.Tensor:
+    """(N, D) views, (D,) prompt and negative embeddings → scalar: mean over views of max(0, d_prompt − d_negative + margin).
+
+    d is θ²/2 (`spherical_distance_sq`). A view must be at least `margin` nearer the prompt than
+    the negative; views that already are feel no push, so the term cannot run away from the
+    prompt the way an unbounded "maximise the distance to the negative" would. Per view it is at
+    most d_prompt + margin, and its gradient is the prompt term's plus one away from the negative.
+    A negative equal to the prompt gives a constant `margin` and no gradient at all.
+    """
+    distances = spherical_distance_sq(embeddings, torch.stack([prompt, negative]))  # (N, 2), one graph for both
+    return torch.relu(distances[:, 0] - distances[:, 1] + margin).mean()
