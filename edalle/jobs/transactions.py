@@ -306,6 +306,8 @@ def check_source(operation: Operation, request: JobRequest) -> Tx[None]:
         return
     if upload is not None:
         return  # a member's own picture: the bot checked and stored it before enqueueing
+    if request.parent_job_id is None and request.parent_index is None and operation.picture_optional:
+        return
     if request.parent_job_id is None or request.parent_index is None:
         raise errors.InvalidParent()
     query = 'SELECT kind, status, result, user_id FROM jobs WHERE id = :job_id'

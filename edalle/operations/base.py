@@ -191,6 +191,7 @@ class Operation:
     compute: ClassVar[Compute]
     discord: ClassVar[str]  # the bot module (an extension) with its commands, components and rendering
     takes_picture: ClassVar[bool] = False  # starts from a picture of a succeeded job, or an upload
+    picture_optional: ClassVar[bool] = False  # … or from nothing (a dream from a prompt alone, or refining a picture)
     owner_only: ClassVar[bool] = True  # that picture must be the requester's own (admins excepted)
     batchable: ClassVar[bool] = False  # several jobs with one compat key may run as one call
     text_fields: ClassVar[tuple[str, ...]] = ('prompt',)  # payload fields members write (blocked words apply)
