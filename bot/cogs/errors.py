@@ -57,7 +57,15 @@ class Errors(commands.Cog):
             if dm_first:
                 await ctx.author.send(text)
                 return
-            await ctx.reply(text, mention_author=False)
+            # In a burst of commands in this channel, said in one message with the others' answers.
+            await self.bot.acks.refusal(
+                ctx.channel.id,
+                ctx.guild.id if ctx.guild else None,
+                ctx.author.id,
+                text,
+                lambda: ctx.reply(text, mention_author=False),
+                foldable=True,
+            )
         except discord.HTTPException as exc:
             try:
                 await ctx.author.send(text)
