@@ -18,6 +18,7 @@ import discord
 from discord.ext import commands
 
 from bot.utils import render
+from bot.utils.custom_ids import parse, picture_target
 from bot.utils.images import Upload, load_upload, upload_limit
 from bot.utils.results import picture_path
 from bot.utils.views import InfoButton, make_view
@@ -143,6 +144,37 @@ def picture_view(bot: commands.Bot, job: Job, picture: Picture) -> discord.ui.Vi
         for item in row:
             item.row = number
     return make_view(*[item for row in rows for item in row])
+
+
+def components_of(message: discord.Message) -> list[str]:
+    return [getattr(c, 'custom_id', None) or '' for row in message.components for c in getattr(row, 'children', [])]
+
+
+def picture_in(custom_ids: list[str]) -> tuple[int, int] | None:
+    """The (job id, picture index) one of the bot's messages shows, read from its components: a picture posted
+    alone carries ℹ️ for it; a result of several (a grid) means its first, best picture. None for a message
+    about no finished picture (a status message carries only ✖)."""
+    target = picture_target(custom_ids)
+    if target is not None:
+        return target
+    for custom_id in custom_ids:
+        parsed = parse(custom_id)
+        if parsed is not None and parsed[0] != 'cancel' and 'job_id' in parsed[1].groupdict():
+            return int(parsed[1]['job_id']), 0
+    return None
+
+
+async def replied_message(bot: commands.Bot, message: discord.Message) -> discord.Message | None:
+    """The message a text command replies to (fetched when Discord did not include it), or None."""
+    reference = message.reference
+    if reference is None or reference.message_id is None:
+        return None
+    if isinstance(reference.resolved, discord.Message):
+        return reference.resolved
+    try:
+        return await message.channel.fetch_message(reference.message_id)
+    except discord.HTTPException:
+        return None
 
 
 def _is_button(item: discord.ui.Item[Any]) -> bool:

@@ -87,6 +87,7 @@ class Engine:
         self.clip = clip
         self.device = device
         self.dtype = dtype
+        self._upscaler: Any = None  # loaded on the first upscale: it is the one model not every worker needs
 
     @classmethod
     def load(
@@ -227,6 +228,16 @@ class Engine:
         from edalle.expander.api import expand
 
         return expand(self.vqgan, self.clip, request, progress=progress, should_cancel=should_cancel)
+
+    # ----------------------------------------------------------------------- upscale
+
+    def upscale(self, image: Image.Image, progress: Callable[[int, int], None] | None = None) -> Image.Image:
+        """×4 super-resolution (`edalle.models.upscaler`), tiled; the network loads on first use."""
+        if self._upscaler is None:
+            from edalle.upscale import load_upscaler_for
+
+            self._upscaler = load_upscaler_for(self.preset.name, self.data_dir, self.device)
+        return self._upscaler.upscale(image, progress=progress)
 
 
 def images_from_pixels(pixels: torch.Tensor) -> list[Image.Image]:

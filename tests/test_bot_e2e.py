@@ -24,6 +24,7 @@ from tiny_worker import serving_tiny_worker
 from bot.bot import EDalleBot
 from bot.cogs.expand import EXPAND, RATIOS
 from bot.cogs.imagine import PICK, REROLL
+from bot.cogs.upscale import UPSCALE
 from bot.settings import Settings
 from bot.utils import custom_ids
 from edalle.grid import GAP
@@ -119,8 +120,21 @@ async def wait_for_widened(fake: FakeDiscord, channel: Any, ratio: str, size: tu
     done = await fake.wait_for_edit(status, final, timeout=RESULT_TIMEOUT)
     assert done.attachments, done.content
     assert image_size(done.attachments[0].data) == size
-    assert done.custom_ids() == [custom_ids.info(expand_id, 0)]
+    assert done.custom_ids() == [UPSCALE.id(expand_id, 0), custom_ids.info(expand_id, 0)]  # ⏫ under every picture
     return done, expand_id
+
+
+async def wait_for_upscaled(fake: FakeDiscord, channel: Any, size: tuple[int, int]) -> tuple[FakeMessage, int]:
+    status = await fake.wait_for_message(channel, lambda m: 'upscale ×4 of job' in m.content, timeout=10)
+    upscale_id = job_id_in(status)
+
+    def final(message: FakeMessage) -> bool:
+        return 'failed' in message.content or custom_ids.info(upscale_id, 0) in message.custom_ids()
+
+    done = await fake.wait_for_edit(status, final, timeout=RESULT_TIMEOUT)
+    assert done.attachments, done.content
+    assert image_size(done.attachments[0].data) == size and done.attachments[0].filename.endswith('.png')
+    return done, upscale_id
 
 
 def test_imagine_pick_and_expand_by_buttons_across_a_restart(
@@ -162,12 +176,23 @@ def test_imagine_pick_and_expand_by_buttons_across_a_restart(
 
                 await fake.click_button(picked, EXPAND.id(job_id, 2, '16x9'), fake.alice)
                 widened, expand_id = await wait_for_widened(fake, fake.channel, '16:9', (448, 256))
+                await fake.click_button(widened, custom_ids.info(expand_id, 0), fake.alice)
+                info = await fake.wait_for_message(None, ephemeral=True)
+                assert f'Lineage: imagine #{job_id} → pick 3 → expand 16:9 #{expand_id}' in info.content
+
+                # ⏫ on the pick and on the widened picture: ×4 each side
+                await fake.click_button(picked, UPSCALE.id(job_id, 2), fake.alice)
+                big, upscale_id = await wait_for_upscaled(fake, fake.channel, (1024, 1024))
+                await fake.click_button(widened, UPSCALE.id(expand_id, 0), fake.alice)
+                wide, wide_upscale_id = await wait_for_upscaled(fake, fake.channel, (1792, 1024))
+                assert UPSCALE.id(upscale_id, 0) not in big.custom_ids()  # an upscale is not upscaled again
 
         for done in (await read_job(worker_db, job_id), await read_job(worker_db, expand_id)):
             assert done.status is JobStatus.SUCCEEDED and done.delivered_at is not None
         assert (await read_job(worker_db, expand_id)).result_message_id == widened.id
+        assert (await read_job(worker_db, wide_upscale_id)).parent_job_id == expand_id
         pictures = [m for m in fake.bot_messages(fake.channel) if m.attachments]
-        assert len(pictures) == 3  # grid, candidate, widened: nothing posted twice
+        assert len(pictures) == 5  # grid, candidate, widened, two upscales: nothing posted twice
 
     run(main(), TEST_TIMEOUT)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import itertools
 import os
@@ -32,6 +33,7 @@ from bot.utils.images import fit_bytes, upload_limit
 from bot.utils.prompts import check_blocked, clean_prompt, fold
 from bot.utils.ratios import OTHER_RATIOS, check_ratio
 from bot.utils.views import DYNAMIC_ITEMS, status_view
+from edalle import operations
 from edalle.errors import EdalleError, QuotaExceeded
 from edalle.jobs import GuildSettings, Limits
 from edalle.media import write_timelapse
@@ -69,7 +71,8 @@ def test_every_id_matches_exactly_one_template_and_fits_discord() -> None:
 
 
 def test_dynamic_items_use_the_templates_and_ids_round_trip() -> None:
-    items = (*DYNAMIC_ITEMS, *imagine_cog.ITEMS, *expand_cog.ITEMS)
+    modules = {importlib.import_module(operation.discord) for operation in operations.OPERATIONS}
+    items = (*DYNAMIC_ITEMS, *(item for module in modules for item in module.ITEMS))
     templates = {action.template for action in custom_ids.ACTIONS.values()}
     assert {item.__discord_ui_compiled_template__.pattern for item in items} == templates
     action, match = custom_ids.parse(EXPAND.id(12, 3, '9x16'))

@@ -27,6 +27,7 @@ from PIL import Image
 from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
+from bot.cogs.upscale import UPSCALE
 from bot.errors import NotAnImage
 from bot.settings import Settings
 from bot.uploads import normalize, upload_path
@@ -255,7 +256,7 @@ async def widened(fake: FakeDiscord, status: FakeMessage) -> tuple[FakeMessage, 
         return 'failed' in message.content or custom_ids.info(expand_id, 0) in message.custom_ids()
 
     done = await fake.wait_for_edit(status, final, timeout=RESULT_TIMEOUT)
-    assert done.custom_ids() == [custom_ids.info(expand_id, 0)], done.content
+    assert done.custom_ids() == [UPSCALE.id(expand_id, 0), custom_ids.info(expand_id, 0)], done.content
     return done, expand_id
 
 

@@ -20,7 +20,7 @@ from bot.utils.checks import is_bot_admin
 from edalle import operations
 from edalle.errors import InvalidSetting
 from edalle.jobs import Limits
-from edalle.jobs.limits import SETTING_SPECS, canonical_key
+from edalle.jobs.limits import SETTING_ALIASES, SETTING_SPECS, canonical_key
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -28,16 +28,8 @@ if TYPE_CHECKING:
 LIMIT_KEYS = [key for key, spec in SETTING_SPECS.items() if spec.is_limit]
 RESET_WORDS = {'default', 'reset', 'none', 'off'}
 NO_PINGS = discord.AllowedMentions.none()
-LimitKey = Literal[
-    'daily_imagines',
-    'daily_edits',
-    'pending_per_user',
-    'queue_cap',
-    'candidates_per_imagine',
-    'expand_steps',
-    'cooldown_seconds',
-    'daily_expands',  # the old name of daily_edits, still accepted
-]
+#: every limit, then the old names still accepted (`daily_expands`); Discord shows them as the choices of /admin set
+LimitKey = Literal[tuple([*LIMIT_KEYS, *SETTING_ALIASES])]  # type: ignore[valid-type]
 OPERATION_CHOICES = [app_commands.Choice(name=operation.title, value=operation.name) for operation in operations.OPERATIONS]
 
 

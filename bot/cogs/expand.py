@@ -27,9 +27,9 @@ from discord.ext import commands
 
 from bot.admission import check_channel_permissions, prepare_prompt, request_key, submit
 from bot.errors import EdalleError, NothingToExpand, user_message
-from bot.operations import OperationCog, send_note
+from bot.operations import OperationCog, components_of, picture_in, replied_message, send_note
 from bot.uploads import discard_upload, store_upload
-from bot.utils import custom_ids, render
+from bot.utils import render
 from bot.utils.checks import require_owner
 from bot.utils.custom_ids import INDEX, JOB, RATIO, Action, picture_target
 from bot.utils.images import looks_like_image
@@ -121,10 +121,6 @@ class Target:
     index: int = 0
     attachment: discord.Attachment | None = None
     upload: Job | None = None  # an expand of an uploaded picture: widen its stored source again
-
-
-def components_of(message: discord.Message) -> list[str]:
-    return [getattr(c, 'custom_id', None) or '' for row in message.components for c in getattr(row, 'children', [])]
 
 
 def source_of(job: Job) -> str:
@@ -432,15 +428,7 @@ class Expand(OperationCog):
         attached = _first_image(ctx.message.attachments)
         if attached is not None:
             return Target(attachment=attached)
-        reference = ctx.message.reference
-        referenced = None
-        if reference is not None and reference.message_id is not None:
-            referenced = reference.resolved if isinstance(reference.resolved, discord.Message) else None
-            if referenced is None:
-                try:
-                    referenced = await ctx.channel.fetch_message(reference.message_id)
-                except discord.HTTPException:
-                    referenced = None
+        referenced = await replied_message(self.bot, ctx.message)
         if referenced is None:
             raise NothingToExpand()
         if self.bot.user is not None and referenced.author.id == self.bot.user.id:
@@ -453,16 +441,11 @@ class Expand(OperationCog):
         raise NothingToExpand()
 
     async def _bot_picture(self, ids: list[str]) -> Target | None:
-        """The picture behind one of the bot's messages: a picture posted alone (its ℹ️), or a result's first
-        picture (a grid's best candidate). A widened picture means its source again: a picture or an upload."""
-        target = picture_target(ids)
+        """The picture behind one of the bot's messages (`picture_in`). A widened picture means its source again: a
+        picture or an upload."""
+        target = picture_in(ids)
         if target is None:
-            parsed = [
-                p for p in map(custom_ids.parse, ids) if p is not None and p[0] != 'cancel' and 'job_id' in p[1].groupdict()
-            ]
-            if not parsed:
-                return None
-            target = (int(parsed[0][1]['job_id']), 0)
+            return None
         job = await self.bot.store.get(target[0])
         if job.kind == self.operation.name and job.parent_job_id is not None:
             return Target(job_id=job.parent_job_id, index=job.parent_index or 0)

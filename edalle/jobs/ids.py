@@ -31,6 +31,7 @@ class HasIds(Protocol):
     parent_job_id: int | None
     parent_index: int | None
 
+
 ID_MIN = -(2**63)
 ID_MAX = 2**63 - 1
 

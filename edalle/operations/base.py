@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from edalle.errors import AdmissionRefused, RunFailed
-from edalle.jobs.store import Job, JobRequest
+from edalle.jobs.store import UPLOADS_DIR, Job, JobRequest
 from edalle.outputs import RunFolder
 
 if TYPE_CHECKING:
@@ -125,6 +126,43 @@ class RunContext(Protocol):
 Outcome = dict[str, Any] | RunFailed
 
 
+@dataclass(frozen=True)
+class SourcePicture:
+    """What a picture-taking runner starts from: the picture's pixels (RGB, its own size), its entry in its job's
+    result (None for an upload: no tokens, no prompt), and the prompt it was made with ('' when it has none)."""
+
+    image: Image.Image
+    picture: Picture | None
+    prompt: str
+
+
+def load_source(item: WorkItem, *, gone: str, upload_gone: str) -> SourcePicture | RunFailed:
+    """The picture a job starts from: picture `parent_index` of its parent's result, or the member's upload that the
+    bot checked and stored under `uploads/` (fetched from the result store before the run). `gone` and
+    `upload_gone` are the operation's words for a picture whose file has disappeared."""
+    from PIL import Image
+
+    job, parent, data_dir = item.job, item.parent, item.folder.data_dir
+    if (job.payload or {}).get('source_path'):
+        path = (data_dir / str(job.payload['source_path'])).resolve()
+        if not path.is_relative_to((data_dir / UPLOADS_DIR).resolve()):
+            return RunFailed(upload_gone)  # the store checks the path; this keeps a bad row from reading outside
+        picture, prompt = None, ''
+    else:
+        picture = picture_of(parent.result, job.parent_index or 0) if parent is not None else None
+        if parent is None or picture is None:
+            return RunFailed(gone)
+        path = data_dir / picture.path
+        # the parent's own prompt, or the one its result was made with (an expand of an expand)
+        prompt = str((parent.payload or {}).get('prompt') or (parent.result or {}).get('prompt') or '')
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert('RGB')
+    except OSError:
+        return RunFailed(upload_gone if picture is None else gone)
+    return SourcePicture(image, picture, prompt)
+
+
 # ---- the operation ----------------------------------------------------------------------------------
 
 
@@ -212,6 +250,11 @@ class Operation:
         return self.title
 
     # ---- the worker side ----------------------------------------------------------------------------
+
+    def missing(self, preset: str, data_dir: Path) -> str | None:
+        """Why a worker (or the bot beside one) with `preset`'s files in `data_dir` cannot run this operation, in
+        words saying how to fix it; None when it can. Workers serve only the operations they can run."""
+        return None
 
     def run(self, engine: Any, items: Sequence[WorkItem], ctx: RunContext) -> list[Outcome]:
         """Run claimed jobs on the worker's loaded `engine`; one outcome per item (a result dict or `RunFailed`).

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edalle.errors import RequestTooLarge, RunFailed
-from edalle.jobs.store import UPLOADS_DIR
 from edalle.operations.base import (
     Cancelled,
     Operation,
@@ -22,7 +21,7 @@ from edalle.operations.base import (
     RunContext,
     Source,
     WorkItem,
-    picture_of,
+    load_source,
 )
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from edalle.jobs.limits import Limits
-    from edalle.jobs.store import Job, JobRequest
+    from edalle.jobs.store import JobRequest
 
 GONE = 'The picture to expand is gone. Run the imagine again and pick a new one.'
 UPLOAD_GONE = 'The image to expand is gone. Attach it again with `.expand`.'
@@ -64,23 +63,15 @@ class Expand(Operation):
     def _one(self, engine: Any, item: WorkItem, ctx: RunContext) -> Outcome:
         import numpy as np
 
-        job, parent = item.job, item.parent
-        if (job.payload or {}).get('source_path'):
-            upload = load_upload(item.folder.data_dir, job)
-            if isinstance(upload, RunFailed):
-                return upload
-            return self._expand(engine, item, ctx, upload, None, job.payload.get('prompt') or '')
-        picture = picture_of(parent.result, job.parent_index or 0) if parent is not None else None
-        if picture is None:
-            return RunFailed(GONE)
-        source = load_picture(item.folder.data_dir, picture)
-        if source is None:
-            return RunFailed(GONE)
-        # the parent's own prompt, or the one its result was made with (an expand of an expand)
-        inherited = (parent.payload or {}).get('prompt') or (parent.result or {}).get('prompt')  # type: ignore[union-attr]
-        prompt = job.payload.get('prompt') or inherited or ''
-        tokens = np.asarray(picture.tokens, dtype=np.int32) if picture.tokens else None
-        return self._expand(engine, item, ctx, source, tokens, prompt)
+        from edalle.expander.sources import fit_square
+
+        source = load_source(item, gone=GONE, upload_gone=UPLOAD_GONE)
+        if isinstance(source, RunFailed):
+            return source
+        picture = source.picture
+        tokens = np.asarray(picture.tokens, dtype=np.int32) if picture is not None and picture.tokens else None
+        image = source.image if picture is not None else fit_square(source.image)  # an upload: already 256×256
+        return self._expand(engine, item, ctx, image, tokens, item.job.payload.get('prompt') or source.prompt)
 
     def _expand(
         self, engine: Any, item: WorkItem, ctx: RunContext, source: Image.Image, tokens: np.ndarray | None, prompt: str
@@ -117,34 +108,6 @@ class Expand(Operation):
             'parent_index': job.parent_index,
             'source_path': payload.get('source_path'),
         }
-
-
-def load_picture(data_dir: Any, picture: Picture) -> Image.Image | None:
-    """A result's picture as RGB, or None when its file is gone."""
-    from PIL import Image
-
-    try:
-        with Image.open(data_dir / picture.path) as opened:
-            return opened.convert('RGB')
-    except OSError:
-        return None
-
-
-def load_upload(data_dir: Any, job: Job) -> Image.Image | RunFailed:
-    """A member's picture, stored by the bot as a checked 256×256 PNG under `uploads/` (fetched from the result
-    store before the run). It has no tokens (the VQGAN encodes it) and no prompt of its own."""
-    from PIL import Image
-
-    from edalle.expander.sources import fit_square
-
-    path = (data_dir / str(job.payload['source_path'])).resolve()
-    if not path.is_relative_to((data_dir / UPLOADS_DIR).resolve()):
-        return RunFailed(UPLOAD_GONE)  # the store checks the path; this keeps a bad row from reading outside the data dir
-    try:
-        with Image.open(path) as opened:
-            return fit_square(opened)  # already 256×256 RGB from the bot: a no-op then
-    except OSError:
-        return RunFailed(UPLOAD_GONE)
 
 
 OPERATION = Expand()

@@ -313,7 +313,7 @@ class Worker:
                 'host': socket.gethostname(),
                 'pid': os.getpid(),
                 'preset': options.preset,
-                'kinds': list(options.kinds),
+                'kinds': list(runners),
                 'batch': options.batch,
             }
             await store.register_worker(self.worker_id, info)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 
 from edalle import operations
 from edalle.operations.base import Operation, Outcome, RunContext, WorkItem
+
+log = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
@@ -84,9 +87,20 @@ def load_runner_modules(names: Sequence[str]) -> dict[str, RunnerFactory]:
 
 
 def build_runners(kinds: Sequence[str], config: RunnerConfig, modules: Sequence[str] = ()) -> dict[str, Runner]:
-    """Build the runners for `kinds` (this loads the models, once)."""
+    """Build the runners for `kinds` (this loads the models, once). An operation this worker cannot run (its
+    weights are not installed) is left out with a warning that says how to add it."""
     table = load_runner_modules(modules)
     unknown = [kind for kind in kinds if kind not in table]
     if unknown:
         raise ValueError(f'unknown job kind(s) {", ".join(unknown)}; known: {", ".join(sorted(table))}')
-    return {kind: table[kind](config) for kind in kinds}
+    served = []
+    for kind in kinds:
+        operation = operations.get(kind)
+        reason = operation.missing(config.preset, config.data_dir) if operation is not None else None
+        if reason is not None:
+            log.warning('not serving %s jobs: %s', kind, reason)
+            continue
+        served.append(kind)
+    if not served:
+        raise ValueError(f'this worker can serve none of {", ".join(kinds)}')
+    return {kind: table[kind](config) for kind in served}
