@@ -135,6 +135,36 @@ class Notes(commands.Cog):
         await interaction.response.send_message(f'note on job #{job_id}: {text}')
 
 
+def synced_commands(fake: FakeDiscord) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(name as typed, e.g. 'admin show'; its options) of every slash command the bot synced, subcommands expanded."""
+    found = []
+
+    def walk(prefix: str, options: list[dict[str, Any]]) -> None:
+        subcommands = [o for o in options if o.get('type') in (1, 2)]
+        if not subcommands:
+            found.append((prefix, options))
+        for sub in subcommands:
+            walk(f'{prefix} {sub["name"]}', sub.get('options') or [])
+
+    for scope in fake.commands.values():
+        for command in scope.values():
+            if command.get('type', 1) == 1:
+                walk(command['name'], command.get('options') or [])
+    return found
+
+
+def slash_options(options: list[dict[str, Any]], job_id: int, fake: FakeDiscord) -> dict[str, Any]:
+    """Values for the required options, by type (a choice where there are choices)."""
+    by_type: dict[int, Any] = {3: 'a blue fox', 4: job_id, 5: False, 6: fake.alice, 7: fake.channel, 10: 1.0}
+    by_type[11] = ('fox.png', b'\x89PNG\r\n\x1a\n', 'image/png')
+    values = {}
+    for option in options:
+        if option.get('required'):
+            choices = option.get('choices')
+            values[option['name']] = choices[0]['value'] if choices else by_type[option['type']]
+    return values
+
+
 # ---- the tests -----------------------------------------------------------------------------------------------
 
 
@@ -170,38 +200,43 @@ def test_a_banned_member_is_refused_every_action_with_the_reason(
             def refused(message: FakeMessage) -> None:
                 assert 'not allowed to use image commands here' in message.content and REASON in message.content, message
 
-            # Text commands: a reply each, read-only ones and `.admin` included; `.job` posts nothing again.
-            texts = ['.imagine a red fox', f'.job {job.id}', '.info', '.queue', f'.cancel {job.id}', '.help', '.admin show']
+            # Text commands, every one the bot has (read-only ones, `.help` and `.admin` included), and with arguments
+            # the ones that would post or queue: a reply each; `.job` posts nothing again.
+            texts = [f'.{command.qualified_name}' for command in bot.walk_commands()]
+            texts += ['.imagine a red fox', f'.job {job.id}', f'.cancel {job.id}']
+            expected = {'.imagine', '.expand', '.job', '.info', '.queue', '.cancel', '.help', '.admin', '.admin ban'}
+            assert expected <= set(texts)
             for text in texts:
                 refused(await say(fake, bob, text))
             refused(await say(fake, bob, '.expand 16:9 a wider sea', reply_to=picked))
+            texts.append('.expand (a reply)')
 
-            # Slash commands, hybrid and pure: ephemeral.
-            slashes: list[tuple[str, dict[str, Any]]] = [
-                ('imagine', {'prompt': 'a blue fox'}),
-                ('job', {'job_id': job.id}),
-                ('info', {}),
-                ('queue', {}),
-                ('cancel', {'job_id': job.id}),
-                ('expand', {'job': job.id, 'ratio': '16:9'}),
-            ]
+            # Every slash command the bot synced, hybrid and pure, subcommands too, its required options filled: ephemeral.
+            slashes = [(name, slash_options(options, job.id, fake)) for name, options in synced_commands(fake)]
+            assert {'imagine', 'expand', 'job', 'info', 'queue', 'cancel', 'admin show', 'admin ban'} <= {
+                n for n, _ in slashes
+            }
+            slashes.append(('expand', {'job': job.id, 'ratio': '16:9'}))
             for name, options in slashes:
                 await fake.invoke_slash(name, options, bob)
                 refused(await fake.wait_for_message(None, ephemeral=True))
 
-            # Buttons and the select, on the old grid and the old picture: ephemeral.
-            for message, custom_id in [
-                (grid, PICK.id(job.id, 1)),
-                (grid, REROLL.id(job.id)),
-                (grid, custom_ids.cancel(job.id)),
-                (picked, custom_ids.info(job.id, 0)),
-                (picked, EXPAND.id(job.id, 0, '16x9')),
-                (sent.id, note_id(job.id)),
-            ]:
-                await fake.click_button(message, custom_id, bob)
-                refused(await fake.wait_for_message(None, ephemeral=True))
-            await fake.select(picked, RATIOS.id(job.id, 0), ['2:1'], bob)
-            refused(await fake.wait_for_message(None, ephemeral=True))
+            # Every button and select on the old grid, the old picture and the test cog's message: ephemeral.
+            clicked = []
+            for message in (grid, picked, fake.message(sent.id)):
+                for component in message.iter_components():
+                    custom_id = component.get('custom_id')
+                    if component.get('type') == 2 and custom_id:
+                        await fake.click_button(message, custom_id, bob)
+                    elif component.get('type') == 3:
+                        await fake.select(message, custom_id, [component['options'][-1]['value']], bob)
+                    else:
+                        continue
+                    refused(await fake.wait_for_message(None, ephemeral=True))
+                    clicked.append(custom_id)
+            known = [PICK.id(job.id, 1), REROLL.id(job.id), custom_ids.cancel(job.id), custom_ids.info(job.id, 0)]
+            known += [EXPAND.id(job.id, 0, '16x9'), RATIOS.id(job.id, 0), note_id(job.id)]
+            assert set(known) <= set(clicked)
 
             # The modal opened before the ban: refused, its handler never ran.
             await fake.submit_modal(opened, {'note': 'hello'})
@@ -224,7 +259,7 @@ def test_a_banned_member_is_refused_every_action_with_the_reason(
                 e.obj for e in fake.events[since:] if e.kind == 'message_create' and e.obj.author.id == fake.bot_user.id
             ]
             public = [m for m in posted if not m.ephemeral and m.channel_id == fake.channel.id]
-            assert len(public) == len(texts) + 1
+            assert len(public) == len(texts)
             for message in public:
                 refused(message)
                 assert not message.attachments and not message.custom_ids() and message.reference is not None

@@ -1,7 +1,7 @@
 """Errors, in one layer for every command: short replies for what a member can fix, an id for the rest.
 
 Hybrid commands (text and slash alike) report here through `on_command_error`; component callbacks
-go through `bot.utils.views._dispatch`, and pure app commands through `EDalleBot.on_app_command_error`.
+go through `bot.utils.views.dispatch`, and pure app commands through `EDalleBot.on_app_command_error`.
 All three end in `bot.errors.user_message`, which logs unexpected failures with an id.
 """
 
@@ -49,7 +49,8 @@ class Errors(commands.Cog):
         await self.reply(ctx, text, dm_first=bool(mute))
 
     async def reply(self, ctx: commands.Context[EDalleBot], text: str, *, dm_first: bool = False) -> None:
-        """Ephemeral for slash commands; a reply (or, when the channel refuses us, a DM) for text commands."""
+        """Ephemeral for slash commands; for text commands a reply (in a burst, a line of a message shared with the
+        others: `bot.acknowledgements`; when the channel refuses us, a DM)."""
         try:
             if ctx.interaction is not None:
                 await ctx.send(text, ephemeral=True)
