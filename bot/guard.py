@@ -102,7 +102,9 @@ def _interaction_kind(interaction: discord.Interaction) -> ActionKind:
 class Guard:
     """Looks members' bans up (cached) and refuses banned members at every door."""
 
-    def __init__(self, bot: EDalleBot, *, ttl: float = BAN_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, bot: EDalleBot, *, ttl: float = BAN_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.bot = bot
         self.ttl = ttl
         self.clock = clock
