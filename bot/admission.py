@@ -100,17 +100,27 @@ def fit(request: JobRequest, settings: GuildSettings, limits: Limits) -> JobRequ
 
 async def submit(bot: EDalleBot, request: JobRequest, post: Post, *, cut: bool = False) -> Admission:
     """Enqueue (fitted to the guild's settings by `fit`), post the status message with `post`, and remember it so
-    progress and the result land there."""
+    progress and the result land there. In a burst of text commands in one channel the job is acknowledged in
+    a message shared with the others instead (`bot.acknowledgements`): it then has no status message, and its
+    result comes as a new message."""
     admission = await bot.store.enqueue(request, fit=fit)
     job = admission.job
     if not admission.created:
         log.info('job %s: request %s seen before; not queued again', job.id, request.request_key)
         return admission
     log.info('job %s: %s queued for user %s (%d ahead)', job.id, job.kind, job.user_id, admission.position)
+    operation = operations.get(job.kind)
+    line = render.queued_line(admission, operation.title if operation is not None else job.kind)
+    content = render.queued(admission, describe(bot, job), cut=cut)
     try:
-        message = await post(render.queued(admission, describe(bot, job), cut=cut), status_view(job.id))
+        message = await bot.acks.status(
+            request.channel_id, request.guild_id, job.user_id, line, lambda: post(content, status_view(job.id))
+        )
     except discord.HTTPException as exc:  # the job stands: its result will still be posted (or sent by DM)
         log.warning('job %s: could not post its status message: %s', job.id, exc)
+        return admission
+    if message is None:
+        log.info('job %s: acknowledged in a message shared with others (no status message)', job.id)
         return admission
     await bot.store.set_status_message(job.id, message.id)
     return admission

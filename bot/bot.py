@@ -18,7 +18,10 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.acknowledgements import Acknowledgements
+from bot.channel_budget import ChannelBudgets
 from bot.errors import report_interaction_error
+from bot.guard import REACTION_EVENTS, Guard, GuardedTree
 from bot.settings import Settings
 from bot.utils.views import DYNAMIC_ITEMS
 from edalle import operations
@@ -76,16 +79,24 @@ class EDalleBot(commands.Bot):
     """The bot: text commands with `settings.prefix`, slash commands, persistent components, a result courier."""
 
     def __init__(self, *, settings: Settings, store: JobStore, worker_status: Any = None, results: Any = None) -> None:
+        budgets = ChannelBudgets()
         super().__init__(
             command_prefix=commands.when_mentioned_or(settings.prefix),
             intents=intents(),
             help_command=commands.DefaultHelpCommand(no_category='Commands'),
+            tree_cls=GuardedTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
             guild_ready_timeout=settings.guild_ready_timeout,
             activity=discord.Game(name=f'{settings.prefix}imagine <prompt>'),
+            http_trace=budgets.trace_config(),
         )
         self.settings = settings
         self.store = store
+        # Every member action meets the guard first (bans); see bot.guard for its doors.
+        self.guard = Guard(self)
+        self.add_check(self.guard.command_check)
+        # Text commands' acknowledgements, folded into one message per channel under a burst.
+        self.acks = Acknowledgements(self, budgets)
         self.worker_status = worker_status  # the supervisor when this process runs the worker (for .queue)
         # Result files, read through edalle.jobs.result_store (workers may be on other hosts); local by default.
         self.results = results if results is not None else LocalResultStore(settings.data_dir)
@@ -117,7 +128,16 @@ class EDalleBot(commands.Bot):
         ]
         if running:
             await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
+        await self.acks.close()  # acknowledgements still folded: post them now
         await super().close()
+
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Every gateway event goes out here; reaction events first pass the guard (a banned member's reach no
+        listener), whichever cog listens for them."""
+        if event_name in REACTION_EVENTS:
+            self.guard.gate_reaction(event_name, args, lambda: super(EDalleBot, self).dispatch(event_name, *args, **kwargs))
+            return
+        super().dispatch(event_name, *args, **kwargs)
 
     async def on_ready(self) -> None:
         log.info('connected as %s (id %s) to %d server(s)', self.user, getattr(self.user, 'id', '?'), len(self.guilds))

@@ -612,6 +612,39 @@ def test_429_is_retried_and_the_message_arrives_once(discord_errors: fixtures.Di
     run(main())
 
 
+def test_a_channel_message_limit_paces_discord_py_per_channel(discord_errors: fixtures.DiscordErrorCollector) -> None:
+    """3 new messages per second per channel: discord.py reads the headers and waits by itself; another channel
+    has its own budget; a request over the limit is answered as Discord does (429, `retry_after`)."""
+
+    async def main() -> None:
+        bot, _ = make_bot()
+        async with running_fake() as fake, running_bot(bot, fake):
+            limit = fake.limit_channel_messages(3, 1.0)
+            general, images = bot.get_channel(fake.channel.id), bot.get_channel(fake.images_channel.id)
+            assert isinstance(general, discord.TextChannel) and isinstance(images, discord.TextChannel)
+            started = time.monotonic()
+            await asyncio.gather(*(general.send(f'm{i}') for i in range(7)), images.send('elsewhere'))
+            created = {e.obj.content: e.time - started for e in fake.events if e.kind == 'message_create'}
+            assert sorted(c for c in created if c.startswith('m')) == [f'm{i}' for i in range(7)]
+            times = sorted(t for c, t in created.items() if c.startswith('m'))
+            assert times[2] < 0.5 and times[3] >= 0.9 and times[6] >= 1.9, times  # three per window
+            assert created['elsewhere'] < 0.5  # its own channel, its own budget
+            posts = fake.requests_matching('POST', rf'^/channels/{fake.channel.id}/messages$')
+            assert all(r.status in (200, 429) for r in posts)
+            assert limit.refused == sum(1 for r in posts if r.status == 429) <= 1
+
+            # Over the limit by hand: Discord's 429, which discord.py waits out and retries.
+            limit.windows[(str(fake.channel.id),)] = (time.monotonic() + 0.3, 3)
+            await general.send('after a 429')
+            refused = [
+                r for r in fake.requests_matching('POST', rf'^/channels/{fake.channel.id}/messages$') if r.status == 429
+            ]
+            assert refused and 0 < refused[-1].response['retry_after'] <= 0.3
+            assert fake.bot_messages(fake.channel)[-1].content == 'after a 429'
+
+    run(main())
+
+
 def test_injected_403_surfaces_as_forbidden(discord_errors: fixtures.DiscordErrorCollector) -> None:
     async def main() -> None:
         bot, _ = make_bot()

@@ -1,7 +1,8 @@
 """`.admin …` / `/admin …`: limits, per-user overrides, bans, blocked words, allowed channels, the admin role.
 
 Every command in this cog is for bot admins (`cog_check`: Manage Server, or the role set with
-`.admin role`); anyone else gets one refusal and nothing changes. Every change goes through a store
+`.admin role`); anyone else gets one refusal and nothing changes. A bot admin keeps them even when banned
+(`admins_only`, read by `bot.guard`), so a ban can always be lifted. Every change goes through a store
 verb that writes the audit log in the same transaction, so `.admin log` shows who changed what.
 """
 
@@ -42,6 +43,8 @@ def _words(text: str) -> list[str]:
 
 class Admin(commands.Cog):
     """Server settings for bot admins."""
+
+    admins_only = True  # the guard lets a bot admin use these even if banned (bot.guard)
 
     def __init__(self, bot: EDalleBot) -> None:
         self.bot = bot
@@ -113,6 +116,7 @@ class Admin(commands.Cog):
         """Stop a member from using the image commands here."""
         assert ctx.guild is not None
         await self.bot.store.ban(ctx.guild.id, member.id, actor_id=ctx.author.id, reason=reason)
+        self.bot.guard.forget(ctx.guild.id, member.id)  # at once, not when the cached answer expires
         await ctx.send(
             f'{member.mention} can no longer use the image commands here.', ephemeral=True, allowed_mentions=NO_PINGS
         )
@@ -122,6 +126,7 @@ class Admin(commands.Cog):
         """Let a banned member use the image commands again."""
         assert ctx.guild is not None
         lifted = await self.bot.store.unban(ctx.guild.id, member.id, actor_id=ctx.author.id)
+        self.bot.guard.forget(ctx.guild.id, member.id)
         text = f'{member.mention} may use the image commands again.' if lifted else f'{member.mention} was not banned.'
         await ctx.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 

@@ -1,7 +1,7 @@
 """Errors, in one layer for every command: short replies for what a member can fix, an id for the rest.
 
 Hybrid commands (text and slash alike) report here through `on_command_error`; component callbacks
-go through `bot.utils.views._dispatch`, and pure app commands through `EDalleBot.on_app_command_error`.
+go through `bot.utils.views.dispatch`, and pure app commands through `EDalleBot.on_app_command_error`.
 All three end in `bot.errors.user_message`, which logs unexpected failures with an id.
 """
 
@@ -49,7 +49,8 @@ class Errors(commands.Cog):
         await self.reply(ctx, text, dm_first=bool(mute))
 
     async def reply(self, ctx: commands.Context[EDalleBot], text: str, *, dm_first: bool = False) -> None:
-        """Ephemeral for slash commands; a reply (or, when the channel refuses us, a DM) for text commands."""
+        """Ephemeral for slash commands; for text commands a reply (in a burst, a line of a message shared with the
+        others: `bot.acknowledgements`; when the channel refuses us, a DM)."""
         try:
             if ctx.interaction is not None:
                 await ctx.send(text, ephemeral=True)
@@ -57,7 +58,15 @@ class Errors(commands.Cog):
             if dm_first:
                 await ctx.author.send(text)
                 return
-            await ctx.reply(text, mention_author=False)
+            # In a burst of commands in this channel, said in one message with the others' answers.
+            await self.bot.acks.refusal(
+                ctx.channel.id,
+                ctx.guild.id if ctx.guild else None,
+                ctx.author.id,
+                text,
+                lambda: ctx.reply(text, mention_author=False),
+                foldable=True,
+            )
         except discord.HTTPException as exc:
             try:
                 await ctx.author.send(text)

@@ -43,6 +43,11 @@ def queued(admission: Admission, what: str, *, cut: bool = False) -> str:
     return '\n'.join(lines)
 
 
+def queued_line(admission: Admission, title: str) -> str:
+    """A queued job as one line of a message shared by several members (each line is led by its member's mention)."""
+    return f'{title} · job #{admission.job.id} · queued, {_ahead(admission.position)}'
+
+
 def _ahead(ahead: int) -> str:
     return 'next in line' if ahead == 0 else f'{ahead} ahead'
 

@@ -1,10 +1,15 @@
-"""The components every job shares (✖ cancel, ℹ️ info), and `dispatch`, which every component's click goes through.
+"""The components every job shares (✖ cancel, ℹ️ info), and `dispatch`, which every component's click and every
+modal's submit goes through.
 
 Every item is a restart-proof `DynamicItem`: it rebuilds itself from its `custom_id` (see `custom_ids`)
 and hands the click to a cog method (`Jobs.on_info`, and each operation's own in its cog module:
 `Imagine.on_pick`, `Expand.on_expand`, …), as RoboDanny's gatekeeper does: the item holds no state
 beyond the id, and the cog loads the job from the store. If the cog is not loaded the member gets a
 short ephemeral note instead of Discord's "This interaction failed".
+
+A modal does the same from its `on_submit`: `await dispatch(interaction, 'Cog', 'on_thing', *values)`. Going
+through `dispatch` is what puts a click or a submit past the guard (`bot.guard`: a banned member is refused
+there, with the ban's reason, before any cog method runs), so no component or modal may call a cog directly.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ from typing import Any
 import discord
 
 from bot.errors import reply_to_interaction, report_interaction_error
+from bot.guard import Guard
 from bot.utils import custom_ids
 
 log = logging.getLogger(__name__)
 
 
 async def dispatch(interaction: discord.Interaction, cog_name: str, method: str, *args: Any) -> None:
-    """Call `cog.method(interaction, *args)`; every error becomes a short ephemeral reply."""
+    """Past the guard (bans), call `cog.method(interaction, *args)`; every refusal and error becomes a short
+    ephemeral reply. For a component's `callback` and a modal's `on_submit` alike."""
     cog = interaction.client.get_cog(cog_name)  # type: ignore[attr-defined]
+    guard: Guard | None = getattr(interaction.client, 'guard', None)
+    try:
+        if guard is not None:
+            await guard.admit_interaction(interaction, cog=cog)
+    except Exception as exc:  # a ban (its reason), or the store is down (an error id)
+        await report_interaction_error(
+            interaction, exc, context=f'{method} {args}: ban check for user {interaction.user.id}'
+        )
+        return
     if cog is None:
         await reply_to_interaction(interaction, 'That button does not work at the moment. Please try again later.')
         return

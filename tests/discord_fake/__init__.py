@@ -30,7 +30,7 @@ from .fixtures import (
     running_bot,
     running_fake,
 )
-from .rest import Injection, RecordedRequest, UploadedFile
+from .rest import Injection, RateLimit, RecordedRequest, UploadedFile
 from .server import FakeDiscord, FakeDiscordError, FakeEvent, InteractionRecord, point_discord_at
 from .state import (
     ChannelType,
@@ -67,6 +67,7 @@ __all__ = [
     'MessageFlags',
     'MessageType',
     'Permissions',
+    'RateLimit',
     'RecordedRequest',
     'ThreadedFakeDiscord',
     'UploadedFile',

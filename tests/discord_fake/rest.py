@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -134,6 +135,53 @@ class Injection:
 
     def matches(self, method: str, path: str) -> bool:
         return self.count > 0 and self.method in ('*', method) and self.pattern.search(path) is not None
+
+
+@dataclass
+class RateLimit:
+    """One of Discord's per-route limits: at most `limit` requests per `per_seconds`, counted per key.
+
+    The key is the path regex's groups (`r'^/channels/(\\d+)/messages$'`: per channel, as Discord counts a route
+    by its major parameter). Windows are fixed, as Discord's `X-RateLimit-Reset` says: the first request after a
+    window ended opens the next one; a request over the limit is answered 429 and counts for nothing.
+    """
+
+    method: str
+    pattern: re.Pattern[str]
+    limit: int
+    per_seconds: float
+    windows: dict[tuple[str, ...], tuple[float, int]] = field(default_factory=dict)  # key -> (ends at, used)
+    refused: int = 0
+
+    def key(self, method: str, path: str) -> tuple[str, ...] | None:
+        if self.method not in ('*', method):
+            return None
+        match = self.pattern.search(path)
+        return None if match is None else match.groups()
+
+    def take(self, key: tuple[str, ...], now: float) -> tuple[bool, int, float]:
+        """(allowed, requests left in this window, seconds until it ends)."""
+        ends, used = self.windows.get(key, (0.0, 0))
+        if now >= ends:
+            ends, used = now + self.per_seconds, 0
+        if used >= self.limit:
+            self.refused += 1
+            return False, 0, ends - now
+        self.windows[key] = (ends, used + 1)
+        return True, self.limit - used - 1, ends - now
+
+
+def limited_headers(route_key: str, limit: int, remaining: int, reset_after: float) -> dict[str, str]:
+    """Discord's headers for a route with a real limit: discord.py reads them and waits by itself when none are left."""
+    return dict(
+        ratelimit_headers(route_key),
+        **{
+            'X-RateLimit-Limit': str(limit),
+            'X-RateLimit-Remaining': str(remaining),
+            'X-RateLimit-Reset': f'{time.time() + reset_after:.3f}',
+            'X-RateLimit-Reset-After': f'{reset_after:.3f}',
+        },
+    )
 
 
 def ratelimit_headers(route_key: str, *, remaining: int = 49) -> dict[str, str]:
@@ -318,6 +366,13 @@ class RestApi:
             record.injected = True
             record.status, record.response = injection.status, injection.body
             response = json_response(injection.body, injection.status, headers)
+        elif (limited := self.fake._take_rate_limit(request.method, path)) is not None and not limited[0]:
+            _, limit, _, reset_after = limited
+            body = {'message': 'You are being rate limited.', 'retry_after': round(reset_after, 3), 'global': False}
+            headers = limited_headers(route_key, limit, 0, reset_after)
+            headers.update({'Retry-After': str(math.ceil(reset_after)), 'X-RateLimit-Scope': 'user', 'Via': '1.1 google'})
+            record.status, record.response = 429, body
+            response = json_response(body, 429, headers)
         else:
             try:
                 if not self._is_token_route(path) and request.headers.get('Authorization') != f'Bot {self.world.token}':
@@ -333,6 +388,8 @@ class RestApi:
                 except (TypeError, ValueError):
                     record.response = None
             response.headers.update(ratelimit_headers(route_key))
+            if limited is not None:
+                response.headers.update(limited_headers(route_key, *limited[1:]))
             if injection is not None and injection.after_effect and response.status < 300:
                 record.injected = True  # done, but the bot hears `injection.status` (record.response: what it missed)
                 record.status = injection.status

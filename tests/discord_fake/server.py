@@ -13,7 +13,8 @@ invalidate_session, add_user, add_guild, add_channel, set_channel_permissions, s
 set_member_roles, set_premium_tier. Waits: wait_for_message, wait_for_edit, wait_for_request,
 wait_for_interaction_response, wait_for_ready, wait_for_resume, wait_for_event; they look at events from the
 last verb on (or from `since=fake.mark()`). Injections: inject_status, inject_429, inject_delay,
-inject_error_after_saving (the request takes effect, the answer is a 5xx). Records:
+inject_error_after_saving (the request takes effect, the answer is a 5xx). Limits (off unless asked for):
+rate_limit, limit_channel_messages (Discord's 5 new messages per 5 s per channel). Records:
 requests, requests_matching, unknown_requests, messages_in, bot_messages, ephemeral_messages, interactions,
 commands / synced_command / syncs, original_response, followups, gateway.received.
 """
@@ -33,7 +34,7 @@ import yarl
 from aiohttp import web
 
 from .gateway import Gateway, GatewaySession
-from .rest import API_PREFIX, Injection, RecordedRequest, RestApi, UploadedFile
+from .rest import API_PREFIX, Injection, RateLimit, RecordedRequest, RestApi, UploadedFile
 from .state import (
     ChannelType,
     FakeApplication,
@@ -135,6 +136,7 @@ class FakeDiscord:
         self.requests: list[RecordedRequest] = []
         self.unknown_requests: list[RecordedRequest] = []
         self.injections: list[Injection] = []
+        self.rate_limits: list[RateLimit] = []
         self.events: list[FakeEvent] = []
         self.interactions: dict[int, InteractionRecord] = {}
         self.interactions_by_token: dict[str, InteractionRecord] = {}
@@ -414,6 +416,27 @@ class FakeDiscord:
         if is_global:
             headers['X-RateLimit-Global'] = 'true'
         return self.inject_status(method, path_regex, 429, body, count, headers=headers)
+
+    def rate_limit(self, method: str, path_regex: str, limit: int, per_seconds: float) -> RateLimit:
+        """Enforce a Discord per-route limit from now on: `limit` requests per `per_seconds` for each value of the
+        regex's groups. Answers carry the real `X-RateLimit-*` headers (so discord.py paces itself), and a request
+        over the limit gets Discord's 429 (JSON `retry_after`, `Retry-After`, `X-RateLimit-Scope: user`)."""
+        limit_ = RateLimit(method.upper(), re.compile(path_regex), limit, per_seconds)
+        self.rate_limits.append(limit_)
+        return limit_
+
+    def limit_channel_messages(self, limit: int = 5, per_seconds: float = 5.0) -> RateLimit:
+        """Discord's limit on a bot's new messages in one channel: 5 per 5 s per channel."""
+        return self.rate_limit('POST', r'^/channels/(\d+)/messages$', limit, per_seconds)
+
+    def _take_rate_limit(self, method: str, path: str) -> tuple[bool, int, int, float] | None:
+        """(allowed, limit, left in the window, seconds until it ends) of the first limit on this route; None: unlimited."""
+        for limit in self.rate_limits:
+            key = limit.key(method, path)
+            if key is not None:
+                allowed, remaining, reset_after = limit.take(key, time.monotonic())
+                return allowed, limit.limit, remaining, reset_after
+        return None
 
     def inject_error_after_saving(
         self, method: str, path_regex: str, status: int = 500, body: Any = None, count: int = 1
