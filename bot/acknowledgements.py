@@ -34,7 +34,7 @@ from bot.channel_budget import ChannelBudgets
 from bot.guard import current_action
 
 if TYPE_CHECKING:
-    from bot.bot import EDalleBot
+    from bot.host import BotHost
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Acknowledgements:
 
     def __init__(
         self,
-        bot: EDalleBot,
+        bot: BotHost,
         budgets: ChannelBudgets,
         *,
         folding: bool = True,

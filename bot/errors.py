@@ -141,3 +141,11 @@ async def reply_to_interaction(interaction: discord.Interaction, text: str) -> N
 
 async def report_interaction_error(interaction: discord.Interaction, error: BaseException, *, context: str) -> None:
     await reply_to_interaction(interaction, user_message(error, context=context))
+
+
+async def send_note(channel: discord.abc.Messageable, user: discord.abc.User, text: str) -> None:
+    """A reaction has no interaction to answer privately: mention the member in the channel, briefly."""
+    try:
+        await channel.send(f'{user.mention} {text}', delete_after=60, allowed_mentions=discord.AllowedMentions(users=[user]))
+    except discord.HTTPException:
+        pass

@@ -41,12 +41,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import reply_to_interaction, report_interaction_error
+from bot.errors import reply_to_interaction, report_interaction_error, send_note
 from bot.utils.checks import is_bot_admin
 from edalle.errors import Banned
 
 if TYPE_CHECKING:
-    from bot.bot import EDalleBot
+    from bot.host import BotHost
     from edalle.jobs import Ban
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,7 @@ def _interaction_kind(interaction: discord.Interaction) -> ActionKind:
 class Guard:
     """Looks members' bans up (cached) and refuses banned members at every door."""
 
-    def __init__(
-        self, bot: EDalleBot, *, ttl: float = BAN_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, bot: BotHost, *, ttl: float = BAN_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.bot = bot
         self.ttl = ttl
         self.clock = clock
@@ -169,7 +167,7 @@ class Guard:
 
     # -- the doors --------------------------------------------------------------------------------------------
 
-    async def command_check(self, ctx: commands.Context[EDalleBot]) -> bool:
+    async def command_check(self, ctx: commands.Context[Any]) -> bool:
         """The bot's global check: every text command (and every hybrid one, typed or slashed)."""
         interaction = ctx.interaction
         kind: ActionKind = 'slash' if interaction is not None else 'text'
@@ -249,8 +247,6 @@ class Guard:
                 user = await self.bot.fetch_user(action.user_id)
             await user.send(text)
         except discord.HTTPException:
-            from bot.operations import send_note  # the operations' module imports the views, which import this one
-
             channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
             if user is not None:
                 await send_note(channel, user, text)

@@ -221,14 +221,6 @@ async def lineage_text(store: JobStore, job: Job, index: int) -> str:
     return ' → '.join(steps)
 
 
-async def send_note(channel: discord.abc.Messageable, user: discord.abc.User, text: str) -> None:
-    """A reaction has no interaction to answer privately: mention the member in the channel, briefly."""
-    try:
-        await channel.send(f'{user.mention} {text}', delete_after=60, allowed_mentions=discord.AllowedMentions(users=[user]))
-    except discord.HTTPException:
-        pass
-
-
 def reencoded_note(upload: Upload) -> str:
     """What the member got instead of the file as it was (a JPEG, fewer frames …), as a line of its own."""
     return f'\n({upload.note})' if upload.reencoded and upload.note else ''

@@ -26,8 +26,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.admission import check_channel_permissions, prepare_prompt, request_key, submit
-from bot.errors import EdalleError, NothingToExpand, user_message
-from bot.operations import OperationCog, components_of, picture_in, replied_message, send_note
+from bot.errors import EdalleError, NothingToExpand, send_note, user_message
+from bot.operations import OperationCog, components_of, picture_in, replied_message
 from bot.uploads import discard_upload, store_upload
 from bot.utils import render
 from bot.utils.checks import require_owner

@@ -17,8 +17,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.admission import check_channel_permissions, clean_imagine_prompt, request_key, submit
-from bot.errors import EdalleError, user_message
-from bot.operations import OperationCog, Outgoing, post_picture, reencoded_note, send_note
+from bot.errors import EdalleError, send_note, user_message
+from bot.operations import OperationCog, Outgoing, post_picture, reencoded_note
 from bot.utils import render, results
 from bot.utils.checks import require_owner
 from bot.utils.custom_ids import INDEX, JOB, Action, first_match

@@ -15,11 +15,11 @@ from discord.ext import commands
 from bot.errors import GuildOnly, NotAdmin, NotYourButton
 
 if TYPE_CHECKING:
-    from bot.bot import EDalleBot
+    from bot.host import BotHost
     from edalle.jobs import Job
 
 
-async def is_bot_admin(bot: EDalleBot, user: discord.abc.User, guild: discord.Guild | None) -> bool:
+async def is_bot_admin(bot: BotHost, user: discord.abc.User, guild: discord.Guild | None) -> bool:
     if guild is None or not isinstance(user, discord.Member):
         return False
     perms = user.guild_permissions
@@ -32,7 +32,7 @@ async def is_bot_admin(bot: EDalleBot, user: discord.abc.User, guild: discord.Gu
 def bot_admin() -> Any:
     """Decorator: the command is for bot admins, in a server."""
 
-    async def predicate(ctx: commands.Context[EDalleBot]) -> bool:
+    async def predicate(ctx: commands.Context[Any]) -> bool:
         if ctx.guild is None:
             raise GuildOnly()
         if not await is_bot_admin(ctx.bot, ctx.author, ctx.guild):
@@ -42,7 +42,7 @@ def bot_admin() -> Any:
     return commands.check(predicate)
 
 
-async def require_owner(bot: EDalleBot, user: discord.abc.User, guild: discord.Guild | None, job: Job) -> bool:
+async def require_owner(bot: BotHost, user: discord.abc.User, guild: discord.Guild | None, job: Job) -> bool:
     """Pass for the job's requester and for admins (returns whether the user is an admin); raise otherwise."""
     if user.id == job.user_id:
         return False
