@@ -17,6 +17,9 @@ Flax form on a 2-core CPU showed three costs beyond the weights, each removed he
   them (and every unconditional row shares one set). They are held per prompt, and each row
   picks its prompt with a one-hot matrix: the prompt count is small, so computing scores
   against every prompt costs less than reading per-row copies.
+
+`decode_block` is the same step over many consecutive positions at once, for filling the
+cache of a forced prefix: there the weights are read once for all positions.
 """
 
 from __future__ import annotations
