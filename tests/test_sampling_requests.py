@@ -92,6 +92,12 @@ def test_layout_of_forced_tokens_prefix_and_scored_positions(tiny):
     assert not batch.controls.score_mask[0].any()
     np.testing.assert_array_equal(batch.controls.forced_tokens[0], np.where(prefix_mask, forced, 0))
     assert lay_out(requests, CONFIG, tiny['uncond_ids'], tiny['uncond_mask'], 1024, prefill=False).prefix_length == 0
+    # the prefill runs once per distinct (text, prefix): the two candidates of request 1 share theirs,
+    # and all three twins theirs (the empty prompt, the same 64 tokens); the padding row and its twin make one more
+    source = batch.prefill_sources  # (8,): conditional rows 0–3, then the twins 4–7
+    assert source[1] == source[2] and source[4] == source[5] == source[6] and source[3] == source[7]
+    assert len({source[0], source[1], source[4], source[3]}) == 4 and len(set(source)) == 4
+    assert batch.prefill_representatives.shape == (4,) and (source[batch.prefill_representatives] == np.arange(4)).all()
 
 
 def test_bad_requests_get_a_clear_error(tiny):

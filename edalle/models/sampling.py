@@ -14,7 +14,8 @@ a few bucket sizes, so a new batch size rarely recompiles and a new knob value n
 Every candidate samples with its own PRNG key, PRNGKey(seed) folded with the step index, so
 a prompt + seed + settings gives the same tokens whatever else is in the batch, and forcing
 a candidate's own first tokens with its own seed reproduces it. A forced prefix is filled
-by `bart_decode.decode_block`, 16 positions per pass, instead of one step per token.
+by `bart_decode.decode_block`, 16 positions per pass, instead of one step per token, once
+for all rows that share it (`_prefill`).
 
 The filters are pure functions on logits, tested on hand-made arrays; `sample_loop` takes
 any `tokens_to_logits`, so it is tested with a fake model (flax lm1b's temperature_sampler).
@@ -52,8 +53,8 @@ PROMPT_BUCKETS = (2, 4, 8, 16, 32, 64)  # distinct texts, the empty prompt inclu
 # The self-attention cache grows in steps of this many positions (`bart_decode.grow_cache`):
 # four compiled decode loops (cache 64, 128, 192, 256) read on average 5/8 of the whole cache.
 CACHE_GROWTH = 64
-# A forced prefix is filled this many positions per decoder pass: one row of the 16 × 16 token
-# grid, so keeping k rows of a picture costs k passes, each compiled once per cache size.
+# A forced prefix is filled this many positions per decoder pass (one row of the 16 × 16 token
+# grid), the passes looped inside one compiled call whatever the prefix's length.
 PREFILL_BLOCK = 16
 WHOLE_VOCABULARY = np.iinfo(np.int32).max  # a row's top-k when it has none: more codes than any row holds
 
@@ -92,9 +93,10 @@ class SampleRequest:
 
     Arrays are normalised on construction: ids int32, masks int32 / bool, forced arrays (N, 256).
     Forcing: where `forced_mask` is set, the candidate's token is `forced_tokens` (both halves of
-    the super-conditioned batch then see it); a leading forced run common to every row of the call
-    is filled in parallel passes. `score_forced_suffix` asks for each candidate's log-likelihood of
-    its forced tokens after its first sampled one (a region repaint: see `sample_loop`).
+    the super-conditioned batch then see it); the leading forced run common to every row of the
+    call, in whole token rows, is filled by parallel passes before sampling starts.
+    `score_forced_suffix` asks for each candidate's log-likelihood of its forced tokens after its
+    first sampled one (a region repaint: see `sample_loop`).
     """
 
     text_ids: np.ndarray  # (Te,) the prompt's ids, as the tokenizer gives them
@@ -380,14 +382,45 @@ def _start(
     )
 
 
-def _prefill(weights: SamplerWeights, state: DecodeState, controls: RowControls, start: jax.Array, *, config: BartConfig):
-    """Write the cache for the forced positions start … start+15 in one pass; the state then continues after them."""
+def _prefill(
+    weights: SamplerWeights,
+    state: DecodeState,
+    controls: RowControls,
+    representative: jax.Array,
+    source: jax.Array,
+    block_count: jax.Array,
+    *,
+    config: BartConfig,
+) -> DecodeState:
+    """Write the cache for the first `block_count` × 16 positions, all forced; the state then continues after them.
+
+    Decoder rows that attend to the same text and are forced to the same prefix have the same
+    cache there (the nine candidates of a variation: one conditional row and one twin), so the
+    passes run on one `representative` (U,) row of each kind, and every row of the batch then
+    copies its kind's cache (`source` (2B,) indexes the U). On a CPU the passes are compute-bound,
+    so this divides the prefill's cost by the number of candidates sharing a prefix.
+    """
     row_count = state.prev_token.shape[0]
     first = jnp.full((row_count, 1), config.decoder_start_token_id, jnp.int32)
-    inputs = jnp.concatenate([first, controls.forced_tokens[:, :-1]], axis=1)  # (B, L): the token fed at each position
-    block = jax.lax.dynamic_slice_in_dim(inputs, start, PREFILL_BLOCK, axis=1)  # (B, T)
-    _, cache = decode_block(weights.decoder, config, state.model, jnp.concatenate([block, block]), start)  # logits unused
-    end = start + PREFILL_BLOCK
+    fed = jnp.concatenate([first, controls.forced_tokens[:, :-1]], axis=1)  # (B, L): the token fed at each position
+    fed = jnp.concatenate([fed, fed])[representative]  # (U, L)
+    cache = state.model
+    shape = (representative.shape[0],) + cache.keys[0].shape[1:]  # (U, H, S, C)
+    unique = cache.replace(
+        keys=[jnp.zeros(shape, k.dtype) for k in cache.keys],
+        values=[jnp.zeros(shape, v.dtype) for v in cache.values],
+        row_prompt=cache.row_prompt[representative],
+        cross_mask=cache.cross_mask[:, representative],
+    )
+
+    def fill(block: jax.Array, unique: DecodeCache) -> DecodeCache:
+        start = block * PREFILL_BLOCK
+        tokens = jax.lax.dynamic_slice_in_dim(fed, start, PREFILL_BLOCK, axis=1)  # (U, T)
+        return decode_block(weights.decoder, config, unique, tokens, start)[1]  # logits unused: XLA drops them
+
+    unique = jax.lax.fori_loop(0, block_count, fill, unique)
+    cache = cache.replace(keys=[k[source] for k in unique.keys], values=[v[source] for v in unique.values])
+    end = block_count * PREFILL_BLOCK
     last = jax.lax.dynamic_index_in_dim(controls.forced_tokens, end - 1, axis=1, keepdims=False)  # (B,)
     return state.replace(index=end, prev_token=last, model=cache)
 
@@ -421,7 +454,7 @@ def bucket_size(count: int, buckets: tuple[int, ...] = ROW_BUCKETS) -> int:
 
 
 @dataclass(frozen=True)
-class _Batch:
+class SampleBatch:
     """The requests laid out as padded host arrays: the text table and one entry per candidate row."""
 
     texts: np.ndarray  # (P, Te) the empty prompt first, then each distinct prompt or negative text once
@@ -433,6 +466,8 @@ class _Batch:
     rows: list[slice]  # each request's rows
     use_top_p: bool
     prefix_length: int  # forced positions every row shares from the start, in whole prefill blocks
+    prefill_representatives: np.ndarray  # (U,) one decoder row (of 2B) per distinct (text, forced prefix)
+    prefill_sources: np.ndarray  # (2B,) each decoder row's entry in the representatives
     scored: list[bool]  # each request's `score_forced_suffix`
 
 
@@ -444,7 +479,7 @@ def lay_out(
     codebook_count: int,
     *,
     prefill: bool = True,
-) -> _Batch:
+) -> SampleBatch:
     """Check the requests and pad them into one batch of host arrays (no device work)."""
     if not requests:
         raise SamplingError('Nothing to sample: give at least one request.')
@@ -508,7 +543,9 @@ def lay_out(
     for i, (ids, mask) in enumerate(table):
         text_ids[i], text_mask[i] = ids, mask
     prefix = int(leading_forced.min()) // PREFILL_BLOCK * PREFILL_BLOCK if prefill else 0
-    return _Batch(
+    prefix = min(prefix, length - PREFILL_BLOCK)  # at least one chunk is decoded
+    representatives, sources = distinct_prefixes(np.concatenate([prompt_index, twin_index]), controls.forced_tokens, prefix)
+    return SampleBatch(
         texts=text_ids,
         masks=text_mask,
         prompt_index=prompt_index,
@@ -517,9 +554,25 @@ def lay_out(
         controls=controls,
         rows=rows,
         use_top_p=any(r.settings.uses_top_p for r in requests),
-        prefix_length=min(prefix, length - PREFILL_BLOCK),  # at least one chunk is decoded
+        prefix_length=prefix,
+        prefill_representatives=representatives,
+        prefill_sources=sources,
         scored=[r.score_forced_suffix for r in requests],
     )
+
+
+def distinct_prefixes(row_text: np.ndarray, forced_tokens: np.ndarray, prefix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decoder rows (2B: row_text's conditional rows, then twins) grouped by text and forced prefix.
+
+    Returns one representative row per group, padded to a row bucket (the padding repeats
+    row 0, and no row reads it), and each row's group (2B,).
+    """
+    forced = np.concatenate([forced_tokens, forced_tokens])[:, :prefix]  # (2B, prefix)
+    keys = np.concatenate([row_text[:, None], forced], axis=1)
+    _, first, source = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    representatives = np.zeros(bucket_size(len(first)), np.int32)
+    representatives[: len(first)] = first
+    return representatives, source.reshape(-1).astype(np.int32)
 
 
 Preview = Callable[[int, list[np.ndarray]], None]
@@ -576,11 +629,11 @@ def sample_image_tokens(
             progress(done, length)
 
     inputs = (weights, batch.texts, batch.masks, batch.prompt_index, batch.twin_index, batch.seeds)
-    first_end = PREFILL_BLOCK if prefix else min(chunk_token_count, length)
+    first_end = prefix or chunk_token_count
     state = _start_jit(*inputs, config=config, dtype=weights.decoder.lm_head.dtype, cache_length=cache_length(first_end))
-    for start in range(0, prefix, PREFILL_BLOCK):
-        state = _prefill_jit(weights, grown(state, start + PREFILL_BLOCK), controls, jnp.int32(start), config=config)
     if prefix:
+        prefill_rows = (batch.prefill_representatives, batch.prefill_sources, np.int32(prefix // PREFILL_BLOCK))
+        state = _prefill_jit(weights, state, controls, *prefill_rows, config=config)
         report(prefix, state.prev_token[:, None])  # the prefix's last token, ready once the prefill is
     chunks, scored = [batch.controls.forced_tokens[:, :prefix]], []  # device arrays (B, T), read once at the end
     done = prefix
