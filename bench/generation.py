@@ -12,6 +12,16 @@ process so its peak memory is its own; the parent prints the ratios.
 
 Targets (issue 7): one candidate ≤ 0.67 × min-dalle's time; nine candidates ≤ 1.0 × min-dalle's
 time for ONE candidate. First-call compile time is reported apart from the timed runs.
+
+    python bench/generation.py --sampler             # the sampler against an earlier commit's, in one process
+
+`--sampler` measures sampling alone (no VQGAN, no min-dalle), every case in one process on the
+same loaded weights, cases alternating round by round: nine candidates with default knobs
+against the sampler at `--baseline-commit` (its `sampling.py` and `bart_decode.py` read with
+`git show` into a temporary package), three jobs of three with different knobs against three
+uniform ones, nine candidates with and without previews (painted from a code-colour table at
+every chunk), and a variation that keeps 12 of the 16 token rows. Targets: default knobs
+≤ 1.05 × the baseline, mixed knobs ≤ 1.1 × uniform.
 """
 
 from __future__ import annotations
@@ -123,6 +133,158 @@ def run_ours(model: str, device: str, counts: list[int], dtype_name: str, checkp
     return out
 
 
+def load_baseline_sampler(commit: str) -> tuple[Any, Any]:
+    """The sampler (`sampling`, `bart_decode`) as it was at `commit`, imported from a temporary package."""
+    import importlib
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    package = Path(tempfile.mkdtemp(prefix='edalle-baseline-')) / 'baseline_sampler'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    for name in ('bart_decode', 'sampling'):
+        show = ['git', '-C', str(root), 'show', f'{commit}:edalle/models/{name}.py']
+        source = subprocess.run(show, capture_output=True, text=True, check=True).stdout
+        source = source.replace('from edalle.models.bart_decode import', 'from baseline_sampler.bart_decode import')
+        (package / f'{name}.py').write_text(source)
+    sys.path.insert(0, str(package.parent))
+    return importlib.import_module('baseline_sampler.sampling'), importlib.import_module('baseline_sampler.bart_decode')
+
+
+def as_baseline_weights(weights: Any, sampling: Any, bart_decode: Any) -> Any:
+    """The same device arrays in the baseline's structs (its classes are its own, its fields ours)."""
+    from dataclasses import fields
+
+    def fields_of(obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+    decoder = fields_of(weights.decoder)
+    decoder['layers'] = [bart_decode.DecoderLayerWeights(**fields_of(layer)) for layer in weights.decoder.layers]
+    return sampling.SamplerWeights(encoder=weights.encoder, decoder=bart_decode.DecoderWeights(**decoder))
+
+
+def run_sampler(model: str, device: str, dtype_name: str, checkpoint: str, rounds: int, baseline: str) -> dict[str, Any]:
+    """Sampling times (no VQGAN) for each case, the first call of each apart (compile), then `rounds` alternating."""
+    if device == 'cpu':
+        os.environ['JAX_PLATFORMS'] = 'cpu'
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+    import numpy as np
+
+    from edalle.config import BART_CONFIGS
+    from edalle.engine import prepare_sampler_for
+    from edalle.models.bart_checkpoint import read_params
+    from edalle.models.code_colours import paint_tokens
+    from edalle.models.sampling import SampleRequest, SamplingSettings, generate_image_tokens, sample_image_tokens
+
+    config = BART_CONFIGS[model]
+    weights = prepare_sampler_for(config, read_params(checkpoint, config), dtype_name)
+    old_sampling, old_decode = load_baseline_sampler(baseline)
+    old_weights = as_baseline_weights(weights, old_sampling, old_decode)
+
+    rng = np.random.default_rng(0)
+    texts = np.full((3, config.max_text_length), config.pad_token_id, np.int32)
+    texts[:, 0], texts[:, PROMPT_TOKENS - 1] = config.bos_token_id, config.eos_token_id
+    texts[:, 1 : PROMPT_TOKENS - 1] = rng.integers(4, config.encoder_vocab_size, (3, PROMPT_TOKENS - 2))
+    masks = (texts != config.pad_token_id).astype(np.int32)
+    uncond = np.full(config.max_text_length, config.pad_token_id, np.int32)
+    uncond[:2] = [config.bos_token_id, config.eos_token_id]
+    uncond_mask = (uncond != config.pad_token_id).astype(np.int32)
+    settings = SamplingSettings(top_k=TOP_K, cond_scale=COND_SCALE)
+    nine = np.arange(SEED, SEED + 9)
+    colours = rng.random((config.image_vocab_size, 3)).astype(np.float32)  # painting costs the same for any table
+    knobs = [  # three jobs of one batch, each with its own knobs (one uses top-p, so the batch runs it for all)
+        settings,
+        SamplingSettings(top_k=None, top_p=0.9, temperature=0.8, cond_scale=5.0),
+        SamplingSettings(top_k=20, temperature=1.3, cond_scale=7.5),
+    ]
+    outputs: dict[str, Any] = {}
+
+    def jobs(settings_per_job: list) -> list:
+        return [SampleRequest(texts[j], masks[j], nine[3 * j : 3 * j + 3], s) for j, s in enumerate(settings_per_job)]
+
+    def preview(done: int, tokens: list) -> None:
+        paint_tokens(tokens[0], colours, scale=4)
+
+    def variation() -> Any:  # candidate 0's first 12 rows kept, nine new seeds
+        kept = dict(forced_tokens=outputs['new'][0, 0], forced_mask=np.arange(config.image_length) < 12 * 16)
+        return sample_image_tokens(
+            weights, config, [SampleRequest(texts[0], masks[0], nine + 100, settings, **kept)], uncond, uncond_mask
+        )
+
+    cases = {
+        'baseline': lambda: old_sampling.generate_image_tokens(
+            old_weights,
+            config,
+            texts[:1],
+            masks[:1],
+            uncond,
+            uncond_mask,
+            nine,
+            9,
+            old_sampling.SamplingSettings(TOP_K, None, 1.0, COND_SCALE),
+        ),
+        'new': lambda: generate_image_tokens(weights, config, texts[:1], masks[:1], uncond, uncond_mask, nine, 9, settings),
+        'uniform': lambda: sample_image_tokens(weights, config, jobs([settings] * 3), uncond, uncond_mask).tokens,
+        'mixed': lambda: sample_image_tokens(weights, config, jobs(knobs), uncond, uncond_mask).tokens,
+        'previews': lambda: (
+            sample_image_tokens(
+                weights, config, [SampleRequest(texts[0], masks[0], nine, settings)], uncond, uncond_mask, preview=preview
+            ).tokens
+        ),
+        'variation': lambda: variation().tokens,
+    }
+    out: dict[str, Any] = {'side': 'sampler', 'dtype': dtype_name, 'baseline': baseline, 'first_call_s': {}, 'runs': {}}
+    for name, case in cases.items():  # first calls: compile (or the persistent cache), and each case's tokens
+        t0 = time.perf_counter()
+        outputs[name] = np.asarray(case())
+        out['first_call_s'][name] = time.perf_counter() - t0
+        out['runs'][name] = []
+    for _ in range(rounds):
+        for name, case in cases.items():
+            t0 = time.perf_counter()
+            np.asarray(case())
+            out['runs'][name].append(time.perf_counter() - t0)
+    out['tokens_equal_baseline'] = bool(np.array_equal(outputs['baseline'], outputs['new']))
+    out['previews_change_nothing'] = bool(np.array_equal(outputs['previews'][0], outputs['new'][0]))
+    out['variation_keeps_rows'] = bool((outputs['variation'][0][:, : 12 * 16] == outputs['new'][0, 0, : 12 * 16]).all())
+    out['peak_rss_gb'] = peak_rss_gb()
+    return out
+
+
+def print_sampler(result: dict[str, Any], args: argparse.Namespace, dtype: str) -> None:
+    best = {name: min(times) for name, times in result['runs'].items()}
+    load = os.getloadavg()
+    print(f'# sampler, {args.model}, {args.device}, {dtype}, top-k {TOP_K}, cond scale {COND_SCALE}, {PROMPT_TOKENS} prompt')
+    print(f'# tokens, best of {args.rounds} alternating rounds; baseline = commit {result["baseline"]}')
+    print(f'# load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}')
+    print('{:>34} {:>9} {:>9} {:>14}'.format('case', 'best s', 'first s', 'all rounds s'))
+    labels = {
+        'baseline': 'nine, default knobs, baseline',
+        'new': 'nine, default knobs',
+        'uniform': 'three jobs of three, uniform',
+        'mixed': 'three jobs of three, mixed knobs',
+        'previews': 'nine, previews every chunk',
+        'variation': 'nine, 12 of 16 rows kept',
+    }
+    for name, label in labels.items():
+        rounds = ' '.join(f'{t:.2f}' for t in result['runs'][name])
+        print(f'{label:>34} {best[name]:>9.2f} {result["first_call_s"][name]:>9.2f} {rounds:>14}')
+
+    def verdict(ratio: float, target: float) -> str:
+        return f'{ratio:.3f} (target <= {target}): {"PASS" if ratio <= target else "FAIL"}'
+
+    print(f'default knobs / baseline: {verdict(best["new"] / best["baseline"], 1.05)}')
+    print(f'mixed knobs / uniform: {verdict(best["mixed"] / best["uniform"], 1.1)}')
+    print(f'previews on / off: {best["previews"] / best["new"]:.3f}')
+    print(f'variation (12 rows kept) / nine from scratch: {best["variation"] / best["new"]:.3f}')
+    print(
+        f'tokens equal to the baseline: {result["tokens_equal_baseline"]}; previews change nothing: '
+        f'{result["previews_change_nothing"]}; the variation keeps its rows: {result["variation_keeps_rows"]}'
+    )
+    print(f'peak memory: RSS {result["peak_rss_gb"]:.2f} GB')
+
+
 def run_min_dalle(model: str, device: str, counts: list[int], dtype_name: str) -> dict[str, Any]:
     import torch
     from min_dalle import MinDalle
@@ -209,7 +371,9 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=2, help='sides alternate A B A B; the best round of each counts')
     parser.add_argument('--dtype', default=None, help='edalle compute dtype (default float32 on CPU, bfloat16 on GPU)')
     parser.add_argument('--min-dalle-dtype', default=None, help='min-dalle dtype (default float32 on CPU, float16 on GPU)')
-    parser.add_argument('--side', choices=('edalle', 'min-dalle', 'checkpoint'), help=argparse.SUPPRESS)
+    parser.add_argument('--sampler', action='store_true', help='the sampler alone, against --baseline-commit (see above)')
+    parser.add_argument('--baseline-commit', default='558c039', help="--sampler's baseline: a commit of this repository")
+    parser.add_argument('--side', choices=('edalle', 'min-dalle', 'checkpoint', 'sampler'), help=argparse.SUPPRESS)
     parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
     parser.add_argument('--json', action='store_true', help='print the raw results as JSON too')
     args = parser.parse_args()
@@ -220,7 +384,9 @@ def main() -> None:
         write_checkpoint(args.model, args.checkpoint)
         return
     if args.side:  # child process: one side, results as JSON on the last line
-        if args.side == 'edalle':
+        if args.side == 'sampler':
+            result = run_sampler(args.model, args.device, args.dtype, args.checkpoint, args.rounds, args.baseline_commit)
+        elif args.side == 'edalle':
             cache = os.environ.get('JAX_COMPILATION_CACHE_DIR')
             if cache:
                 import jax
@@ -245,6 +411,20 @@ def main() -> None:
         write = [sys.executable, __file__, '--side', 'checkpoint', '--model', args.model, '--checkpoint', checkpoint]
         if subprocess.run(write, check=False).returncode != 0:
             sys.exit('writing the random-weight checkpoint failed')
+        if args.sampler:
+            command = [sys.executable, __file__, '--side', 'sampler', '--model', args.model, '--device', args.device]
+            command += ['--dtype', ours_dtype, '--checkpoint', checkpoint, '--rounds', str(args.rounds)]
+            command += ['--baseline-commit', args.baseline_commit]
+            done = subprocess.run(
+                command, capture_output=True, text=True, check=False, env={**os.environ, 'JAX_COMPILATION_CACHE_DIR': cache}
+            )
+            if done.returncode != 0:
+                sys.exit(f'sampler failed:\n{done.stderr[-4000:]}')
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            print_sampler(result, args, ours_dtype)
+            if args.json:
+                print(json.dumps(result, indent=1))
+            return
         for _ in range(args.rounds):  # alternate, so load from other processes hits both sides alike
             rounds.append(
                 {

@@ -17,7 +17,7 @@ from bart_weights import perturbed_params
 
 from edalle.config import BART_CONFIGS
 from edalle.models.bart import encode, teacher_forced_logits
-from edalle.models.bart_decode import decode_step, prepare_decoder, start_cache
+from edalle.models.bart_decode import decode_block, decode_step, grow_cache, prepare_decoder, start_cache
 
 CONFIG = BART_CONFIGS['tiny']
 STEPS = 40  # positions compared; the cache still spans all 256
@@ -70,6 +70,41 @@ def test_step_by_step_logits_equal_teacher_forcing_for_rows_of_different_prompts
     # and the check can fail: a row pointed at another prompt no longer matches
     wrong = stepped_logits(weights, encoder_state, text_mask, row_prompt[[2, 1, 0, 3, 4, 5]], image_ids)
     assert np.abs(wrong[0] - want[0]).max() > 100 * 2e-5 * np.abs(want).max()
+
+
+def blocked_logits(weights, encoder_state, text_mask, row_prompt, image_ids, block: int) -> np.ndarray:
+    """Feed `image_ids` (R, T) `block` positions per pass, the cache grown as it fills (as sampling's prefill does)."""
+    run = jax.jit(lambda cache, ids, start: decode_block(weights, CONFIG, cache, ids, start))
+    cache = start_cache(weights, CONFIG, encoder_state, text_mask, jnp.asarray(row_prompt), length=32)
+    out = []
+    for start in range(0, image_ids.shape[1], block):
+        if cache.keys[0].shape[2] < start + block:
+            cache = grow_cache(cache, cache.keys[0].shape[2] + 32)
+        logits, cache = run(cache, image_ids[:, start : start + block], start)
+        out.append(np.asarray(logits))
+    return np.concatenate(out, axis=1)
+
+
+def test_block_prefill_logits_equal_teacher_forcing_and_the_step(params, prompts):
+    """The block pass (many positions per call, at a traced start) is the same decoder as the one-token step."""
+    text_ids, text_mask = prompts
+    encoder_state = encode(params, CONFIG, text_ids, text_mask)
+    row_prompt = np.array([2, 0, 1, 1])
+    rng = np.random.default_rng(4)
+    image_ids = rng.integers(0, CONFIG.image_vocab_size, (len(row_prompt), STEPS)).astype(np.int32)
+    image_ids[:, 0] = CONFIG.decoder_start_token_id
+
+    weights = prepare_decoder(params, CONFIG)
+    got = blocked_logits(weights, encoder_state, text_mask, row_prompt, image_ids, block=8)  # 5 passes, 2 cache sizes
+    want = teacher_forced_logits(params, CONFIG, encoder_state[row_prompt], jnp.asarray(text_mask[row_prompt]), image_ids)
+    want = np.asarray(want)[..., : CONFIG.image_vocab_size]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    stepped = stepped_logits(weights, encoder_state, text_mask, row_prompt, image_ids)
+    np.testing.assert_allclose(got, stepped, rtol=0, atol=2e-6 * np.abs(want).max())
+    # and the check can fail: the same tokens one position early do not match
+    shifted = blocked_logits(weights, encoder_state, text_mask, row_prompt, image_ids[:, 1:33], block=8)
+    assert np.abs(shifted - want[:, 1:33]).max() > 100 * 2e-5 * np.abs(want).max()
 
 
 def test_weights_are_fused_per_layer_in_the_compute_dtype(params, prompts):

@@ -17,6 +17,9 @@ Flax form on a 2-core CPU showed three costs beyond the weights, each removed he
   them (and every unconditional row shares one set). They are held per prompt, and each row
   picks its prompt with a one-hot matrix: the prompt count is small, so computing scores
   against every prompt costs less than reading per-row copies.
+
+`decode_block` is the same step over many consecutive positions at once, for filling the
+cache of a forced prefix: there the weights are read once for all positions.
 """
 
 from __future__ import annotations
@@ -223,6 +226,59 @@ def decode_step(
         probs = softmax_masked(scores, cache.cross_mask).astype(dtype)  # (H, R, Te)
         spread = (cache.row_prompt[None, :, :, None] * probs[:, :, None, :]).reshape(scores.shape[:2] + (-1,))
         attn = jnp.einsum('hrk,hkc->rhc', spread, cache.cross_values[i])  # (R, H, C); zero weight on other prompts
+        x = x + layer_norm(attn.reshape(x.shape) @ layer.cross_out, n['ln3_bias'], n['ln3_scale'])
+
+        gate, value = jnp.split(layer_norm(x, n['glu_ln0_bias']) @ layer.glu_in, 2, axis=-1)
+        h = layer_norm(jax.nn.gelu(gate, approximate=False) * value, n['glu_ln1_bias'])
+        x = x + h @ layer.glu_out
+    logits = layer_norm(x, weights.final_norm_bias) @ weights.lm_head
+    return logits, cache.replace(keys=new_keys, values=new_values)
+
+
+def decode_block(
+    weights: DecoderWeights, config: BartConfig, cache: DecodeCache, tokens: jax.Array, start: jax.Array
+) -> tuple[jax.Array, DecodeCache]:
+    """Logits (R, T, K) for T consecutive tokens per row at positions start … start+T−1, their keys written in one pass.
+
+    The prefill of a forced prefix. A decode step is memory-bound (it reads every weight for a
+    handful of rows), so T steps read the weights T times; this pass reads them once for R·T
+    token rows. The math is `decode_step`'s, each query attending to the cache up to its own
+    position; a caller that needs only the cache drops the logits, and XLA then leaves the
+    lm_head matmul out. The cache must have room for position start + T − 1 (see `grow_cache`).
+    """
+    heads = config.decoder_attention_heads
+    dtype = weights.lm_head.dtype
+    scale = (config.d_model // heads) ** -0.5
+    count = tokens.shape[1]
+    positions = start + jnp.arange(count)  # (T,)
+    is_written = (jnp.arange(cache.keys[0].shape[2])[None, :] <= positions[:, None])[None, None]  # (1, 1, T, S)
+    cross_mask = cache.cross_mask[:, :, None, :]  # (1, R, 1, Te)
+    row_prompt = cache.row_prompt.astype(jnp.float32)  # (R, P)
+
+    x = weights.embed_tokens[tokens] + jax.lax.dynamic_slice_in_dim(weights.embed_positions, start, count)  # (R, T, D)
+    x = layer_norm(x, weights.embed_norm['bias'], weights.embed_norm['scale'])
+    new_keys, new_values = [], []
+    for i, layer in enumerate(weights.layers):
+        n = layer.norms
+        h = layer_norm(x, n['ln0_bias'])
+        q, k, v = jnp.split(split_heads(h @ layer.qkv, 3 * heads), 3, axis=-2)  # (R, T, H, C) each
+        at = (0, 0, start, 0)
+        keys = jax.lax.dynamic_update_slice(cache.keys[i], k.transpose(0, 2, 1, 3), at)  # (R, H, S, C)
+        values = jax.lax.dynamic_update_slice(cache.values[i], v.transpose(0, 2, 1, 3), at)
+        new_keys.append(keys)
+        new_values.append(values)
+        scores = jnp.einsum('rthc,rhsc->rhts', q * scale, keys, preferred_element_type=jnp.float32)
+        attn = jnp.einsum('rhts,rhsc->rthc', softmax_masked(scores, is_written).astype(dtype), values)
+        x = x + layer_norm(attn.reshape(x.shape) @ layer.out, n['ln1_bias'], n['ln1_scale'])
+
+        h = layer_norm(x, n['ln2_bias'])
+        q = split_heads(h @ layer.cross_q, heads) * scale  # (R, T, H, C)
+        scores = jnp.einsum('rthc,hkc->hrtk', q, cache.cross_keys[i], preferred_element_type=jnp.float32)
+        scores = scores.reshape(scores.shape[:3] + row_prompt.shape[1:] + (-1,))  # (H, R, T, P, Te)
+        scores = jnp.einsum('rp,hrtpe->hrte', row_prompt, scores)  # each row's own prompt
+        probs = softmax_masked(scores, cross_mask).astype(dtype)  # (H, R, T, Te)
+        spread = (cache.row_prompt[None, :, None, :, None] * probs[:, :, :, None, :]).reshape(scores.shape[:3] + (-1,))
+        attn = jnp.einsum('hrtk,hkc->rthc', spread, cache.cross_values[i])  # (R, T, H, C)
         x = x + layer_norm(attn.reshape(x.shape) @ layer.cross_out, n['ln3_bias'], n['ln3_scale'])
 
         gate, value = jnp.split(layer_norm(x, n['glu_ln0_bias']) @ layer.glu_in, 2, axis=-1)
