@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from edalle.config import IMAGE_GRID_SIDE
+from edalle.config import IMAGE_GRID_SIDE, IMAGE_TOKEN_COUNT
 from edalle.loading import load_bart, load_clip, load_tokenizer, load_vqgan_for, prepare_sampler_for
-from edalle.operations.imagine import MAX_CANDIDATES, MAX_SEED, Candidate, ImagineRequest, ImagineResult, validate
+from edalle.operations.imagine import MAX_CANDIDATES, MAX_SEED, Candidate, ImagineRequest, ImagineResult, Knobs, validate
 from edalle.presets import Preset, data_dir_from_env, get_preset
 from edalle.weights import ensure_tiny, require
 
@@ -29,8 +29,13 @@ if TYPE_CHECKING:
 
     from edalle.expander.api import ExpandRequest, ExpandResult
     from edalle.models.clip import ClipModel
+    from edalle.models.sampling import SampleRequest, SampleResult
     from edalle.models.vqgan import VQGAN
     from edalle.text import TextTokenizer
+
+
+CODE_COLOURS_FILE = 'code-colours.npy'  # beside the VQGAN's weights: each code's mean colour, for previews
+PREVIEW_SCALE = 4  # a preview paints each token as 4 × 4 pixels: 64 × 64 a candidate
 
 
 def decode_chunk(device: str) -> int:
@@ -88,6 +93,7 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self._upscaler: Any = None  # loaded on the first upscale: it is the one model not every worker needs
+        self._code_colours: np.ndarray | None = None  # previews of grids being sampled (`code_colours`)
 
     @classmethod
     def load(
@@ -122,8 +128,15 @@ class Engine:
 
     # ----------------------------------------------------------------------- imagine
 
-    def imagine(self, requests: list[ImagineRequest], progress: Progress | None = None) -> list[ImagineResult]:
-        """N ranked candidates for each of M prompts. Prompts with the same N share one sampling call."""
+    def imagine(
+        self, requests: list[ImagineRequest], progress: Progress | None = None, *, previews: bool = False
+    ) -> list[ImagineResult]:
+        """N ranked candidates for each of M prompts, every request with its own knobs, in one sampling call.
+
+        With `previews`, `progress('sample', done, 256, previews)` gets after each chunk a picture of every
+        request's grid as it forms, `{request index: PIL image}` (`preview_grids`); the tokens are the same
+        with previews on or off.
+        """
         report = progress or (lambda stage, done, total, preview=None: None)
         for request in requests:
             validate(request)
@@ -131,25 +144,33 @@ class Engine:
 
         started = time.perf_counter()
         prompts = [self.tokenizer.encode_prompt(r.prompt) for r in requests]
+        negatives = [self.tokenizer.encode_prompt(r.knobs.negative) if r.knobs.negative.strip() else None for r in requests]
         seeds = [r.seed if r.seed is not None else random.randint(0, MAX_SEED - MAX_CANDIDATES) for r in requests]
         timings['text'] = time.perf_counter() - started
         report('encode', len(requests), len(requests), None)
 
         started = time.perf_counter()
-        tokens_by_request = self._sample(prompts, seeds, [r.n for r in requests], report)
+        tokens_by_request = self.sample(
+            [
+                self.sample_request(prompt, negative, [seed + j for j in range(request.n)], request.knobs)
+                for request, prompt, negative, seed in zip(requests, prompts, negatives, seeds, strict=True)
+            ],
+            progress=lambda done, total: report('sample', done, total, None),
+            preview=self.preview_grids(report) if previews else None,
+        ).tokens
         timings['sample'] = time.perf_counter() - started
 
         started = time.perf_counter()
         all_tokens = np.concatenate([t.reshape(-1, IMAGE_GRID_SIDE, IMAGE_GRID_SIDE) for t in tokens_by_request])
-        pixels = self._decode(all_tokens, report)
+        pixels = self.decode(all_tokens, report)
         timings['decode'] = time.perf_counter() - started
 
         started = time.perf_counter()
         results = []
         offset = 0
-        for i, (request, prompt, seed) in enumerate(zip(requests, prompts, seeds, strict=True)):
+        for i, (request, prompt, negative, seed) in enumerate(zip(requests, prompts, negatives, seeds, strict=True)):
             batch = pixels[offset : offset + request.n]
-            scores = self.clip.score(batch, prompt.normalized.strip() or request.prompt).cpu().numpy()
+            scores = self.rank(batch, prompt.normalized.strip() or request.prompt, negative.normalized if negative else '')
             order = np.argsort(-scores, kind='stable')
             images = images_from_pixels(batch)
             candidates = [
@@ -172,41 +193,91 @@ class Engine:
                     seed=seed,
                     candidates=candidates,
                     timings=timings,
+                    knobs=request.knobs,
                 )
             )
             report('rank', i + 1, len(requests), None)
         timings['rank'] = time.perf_counter() - started
         return results
 
-    def _sample(self, prompts: list[Any], seeds: list[int], counts: list[int], report: Progress) -> list[np.ndarray]:
-        """Token grids per request, (n, 256) each. Requests with equal n go in one compiled call."""
-        from edalle.models.sampling import SamplingSettings, generate_image_tokens
+    # The primitives the sampling operations compose (imagine, vary, repaint by tokens).
 
-        out: list[np.ndarray | None] = [None] * len(prompts)
-        for n in sorted(set(counts)):
-            members = [i for i, c in enumerate(counts) if c == n]
-            text_ids = np.stack([prompts[i].encoded.ids for i in members])
-            text_mask = np.stack([prompts[i].encoded.attention_mask for i in members])
-            uncond = prompts[members[0]].unconditional
-            candidate_seeds = np.array([[seeds[i] + j for j in range(n)] for i in members], dtype=np.int64)
-            tokens = generate_image_tokens(
-                self.sampler_weights,
-                self.bart_config,
-                text_ids,
-                text_mask,
-                uncond.ids,
-                uncond.attention_mask,
-                candidate_seeds,
-                n,
-                SamplingSettings(),
-                codebook_count=self.vqgan.codebook.shape[0],
-                progress=lambda done, total: report('sample', done, total, None),
-            )
-            for row, i in enumerate(members):
-                out[i] = np.asarray(tokens[row])
-        return [t for t in out if t is not None]
+    def sample_request(self, prompt: Any, negative: Any, seeds: list[int], knobs: Knobs, **forcing: Any) -> SampleRequest:
+        """One prompt's candidates for `sample`: its tokens, its negative text's (or the empty prompt), its knobs,
+        and any forced tokens (`forced_tokens`, `forced_mask`, `score_forced_suffix`: see `SampleRequest`)."""
+        from edalle.models.sampling import SampleRequest, SamplingSettings
 
-    def _decode(self, tokens: np.ndarray, report: Progress) -> torch.Tensor:
+        settings = SamplingSettings(
+            top_k=knobs.top_k, top_p=knobs.top_p, temperature=float(knobs.temperature), cond_scale=float(knobs.cond_scale)
+        )
+        return SampleRequest(
+            prompt.encoded.ids,
+            prompt.encoded.attention_mask,
+            seeds,
+            settings,
+            negative_ids=negative.encoded.ids if negative is not None else None,
+            negative_mask=negative.encoded.attention_mask if negative is not None else None,
+            **forcing,
+        )
+
+    def sample(self, requests: list[SampleRequest], **kwargs: Any) -> SampleResult:
+        """Every request's image tokens in one compiled sampling call (`sampling.sample_image_tokens`)."""
+        from edalle.models.sampling import sample_image_tokens
+
+        uncond = self.tokenizer.unconditional()
+        return sample_image_tokens(
+            self.sampler_weights,
+            self.bart_config,
+            requests,
+            uncond.ids,
+            uncond.attention_mask,
+            codebook_count=self.vqgan.codebook.shape[0],
+            **kwargs,
+        )
+
+    def rank(self, pixels: torch.Tensor, prompt: str, negative: str = '') -> np.ndarray:
+        """CLIP scores (B,): 100 × cos(image, prompt), minus 100 × cos(image, negative) where there is a negative."""
+        scores = self.clip.score(pixels, prompt).cpu().numpy()
+        if negative.strip():
+            scores = scores - self.clip.score(pixels, negative).cpu().numpy()
+        return scores
+
+    def preview_grids(self, report: Progress) -> Callable[[int, list[np.ndarray]], None]:
+        """A `sampling` preview callback: each request's candidates as they form, painted in their codes' mean
+        colours (`code_colours`), a numbered grid per request, reported as `{request index: image}`."""
+        from edalle.grid import make_grid
+        from edalle.models.code_colours import paint_tokens
+
+        colours = self.code_colours()
+
+        def preview(done: int, tokens: list[np.ndarray]) -> None:
+            pictures = {}
+            for index, rows in enumerate(tokens):
+                painted = paint_tokens(rows, colours, scale=PREVIEW_SCALE)  # (N, 64, 64, 3)
+                pictures[index] = make_grid([Image.fromarray(p, 'RGB') for p in painted])
+            report('sample', done, IMAGE_TOKEN_COUNT, pictures)
+
+        return preview
+
+    def code_colours(self) -> np.ndarray:
+        """Each VQGAN code's mean colour (N, 3), fitted once and kept beside the VQGAN's weights."""
+        if self._code_colours is None:
+            from edalle.models.code_colours import fit_code_colours
+            from edalle.presets import models_dir
+
+            path = self.preset.vqgan_files.path(models_dir(self.data_dir)) / CODE_COLOURS_FILE
+            try:
+                colours = np.load(path)
+            except (OSError, ValueError):
+                colours = None
+            if colours is None or colours.shape != (self.vqgan.codebook.shape[0], 3):
+                colours = fit_code_colours(self.vqgan)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, colours)
+            self._code_colours = colours
+        return self._code_colours
+
+    def decode(self, tokens: np.ndarray, report: Progress | None = None) -> torch.Tensor:
         """(B, 16, 16) codes → (B, 3, 256, 256) pixels in [0, 1], `decode_chunk` images at a time."""
         import torch
 
@@ -216,7 +287,8 @@ class Engine:
             for start in range(0, len(tokens), size):
                 codes = torch.from_numpy(tokens[start : start + size].astype(np.int64)).to(self.device)
                 chunks.append(self.vqgan.decode_tokens(codes).float())
-                report('decode', min(start + size, len(tokens)), len(tokens), None)
+                if report is not None:
+                    report('decode', min(start + size, len(tokens)), len(tokens), None)
         return torch.cat(chunks)
 
     # ----------------------------------------------------------------------- expand

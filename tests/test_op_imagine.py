@@ -72,7 +72,7 @@ class StandInEngine:
     def __init__(self) -> None:
         self.requests: list[Any] = []
 
-    def imagine(self, requests: list[Any], progress: Any = None) -> list[ImagineResult]:
+    def imagine(self, requests: list[Any], progress: Any = None, **options: Any) -> list[ImagineResult]:
         self.requests.extend(requests)
         results = []
         for request in requests:

@@ -118,7 +118,9 @@ class WorkItem:
 
 
 class RunContext(Protocol):
-    def progress(self, stage: str, done: int, total: int, preview: Image.Image | None = None) -> None: ...
+    def progress(
+        self, stage: str, done: int, total: int, preview: Image.Image | Mapping[int, Image.Image] | None = None
+    ) -> None: ...  # a preview for every job of the batch, or {job id: picture}
     def should_cancel(self) -> bool: ...
     def check_cancel(self) -> None: ...  # raises Cancelled
 
@@ -251,6 +253,9 @@ class Operation:
         return self.title
 
     # ---- the worker side ----------------------------------------------------------------------------
+
+    def warm_up(self, engine: Any) -> None:
+        """Once per worker, before its first claim: work the runner would otherwise do in its first job."""
 
     def missing(self, preset: str, data_dir: Path) -> str | None:
         """Why a worker (or the bot beside one) with `preset`'s files in `data_dir` cannot run this operation, in

@@ -9,6 +9,7 @@ numbered grid and a manifest, the same files the CLI writes (`write_result`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,48 @@ if TYPE_CHECKING:
 MAX_CANDIDATES = 16  # per prompt: a 3×3 grid needs 9; more is a waste of a shared GPU
 MAX_SEED = 2**31 - 1  # JAX PRNG seeds are int32-friendly; also what Discord users can type
 MANIFEST_VERSION = 1
+CODEBOOK_SIZE = 16_384  # the VQGAN's codes: top-k above this keeps every code
+MAX_NEGATIVE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """How one request samples: the DALL·E mini notebook's knobs, and a negative prompt.
+
+    The defaults are the notebook's (top-k 50, no top-p, temperature 1, condition scale 10). `top_k`
+    None keeps every code; `negative` replaces the empty prompt that super-conditioning subtracts
+    (`uncond + scale·(cond − uncond)`) and is subtracted from the CLIP score when ranking.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = 50
+    top_p: float | None = None
+    cond_scale: float = 10.0
+    negative: str = ''
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in KNOB_NAMES}
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Knobs:
+        """The knobs a payload (or a member's saved defaults) sets; the others keep their defaults."""
+        given = {name: values[name] for name in KNOB_NAMES if name in values}
+        if given.get('negative') is None:
+            given.pop('negative', None)
+        return cls(**given)
+
+    def is_default(self) -> bool:
+        return self == Knobs()
+
+
+KNOB_NAMES = ('temperature', 'top_k', 'top_p', 'cond_scale', 'negative')
+#: each number knob's valid range, as the member reads it
+KNOB_RANGES: dict[str, tuple[float, float]] = {
+    'temperature': (0.05, 5.0),
+    'top_k': (1, CODEBOOK_SIZE),
+    'top_p': (0.0, 1.0),  # above 0, at most 1
+    'cond_scale': (0.0, 50.0),
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +78,7 @@ class ImagineRequest:
     prompt: str
     n: int = 9
     seed: int | None = None  # None: a random seed, recorded in the result
+    knobs: Knobs = Knobs()
 
 
 @dataclass
@@ -55,6 +99,7 @@ class ImagineResult:
     seed: int
     candidates: list[Candidate]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, shared by the batch
+    knobs: Knobs = Knobs()
 
 
 def validate(request: ImagineRequest) -> None:
@@ -65,11 +110,41 @@ def validate(request: ImagineRequest) -> None:
         raise RequestError(f'The number of candidates must be between 1 and {MAX_CANDIDATES} (got {request.n}).')
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED - MAX_CANDIDATES:
         raise RequestError(f'The seed must be a whole number from 0 to {MAX_SEED - MAX_CANDIDATES} (got {request.seed}).')
+    validate_knobs(request.knobs)
+
+
+def validate_knobs(knobs: Knobs) -> None:
+    """Each knob inside its range, or one short message naming the range (`KNOB_RANGES`)."""
+    low, high = KNOB_RANGES['temperature']
+    if not _number(knobs.temperature) or not low <= knobs.temperature <= high:
+        raise RequestError(f'The temperature must be between {low:g} and {high:g} (got {knobs.temperature}).')
+    low, high = KNOB_RANGES['top_k']
+    if knobs.top_k is not None and (not _whole(knobs.top_k) or not low <= knobs.top_k <= high):
+        raise RequestError(f'top-k must be a whole number from {low:g} to {high:g}, or all (got {knobs.top_k}).')
+    if knobs.top_p is not None and (not _number(knobs.top_p) or not 0.0 < knobs.top_p <= 1.0):
+        raise RequestError(f'top-p must be above 0 and at most 1 (got {knobs.top_p}).')
+    low, high = KNOB_RANGES['cond_scale']
+    if not _number(knobs.cond_scale) or not low <= knobs.cond_scale <= high:
+        raise RequestError(f'The condition scale must be between {low:g} and {high:g} (got {knobs.cond_scale}).')
+    if not isinstance(knobs.negative, str) or len(knobs.negative) > MAX_NEGATIVE_CHARS:
+        raise RequestError(f'The negative prompt must be text of at most {MAX_NEGATIVE_CHARS} characters.')
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def request_of(payload: Mapping[str, Any]) -> ImagineRequest:
     n = payload.get('n')
-    return ImagineRequest(prompt=str(payload.get('prompt') or ''), n=9 if n is None else int(n), seed=payload.get('seed'))
+    try:
+        knobs = Knobs.of(payload)
+    except TypeError:
+        raise RequestError('Those sampling settings are not valid.') from None
+    return ImagineRequest(str(payload.get('prompt') or ''), 9 if n is None else int(n), payload.get('seed'), knobs)
 
 
 def write_result(result: ImagineResult, directory: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -99,6 +174,7 @@ def write_result(result: ImagineResult, directory: Path, extra: dict[str, Any] |
             }
             for c in result.candidates
         ],
+        'knobs': result.knobs.to_json(),
         'timings': {k: round(v, 4) for k, v in result.timings.items()},
         **(extra or {}),
     }
@@ -113,6 +189,7 @@ class Imagine(Operation):
     compute = 'sampling'
     discord = 'bot.cogs.imagine'
     batchable = True
+    text_fields = ('prompt', 'negative')
 
     def check(self, payload: Mapping[str, Any], limits: Limits) -> None:
         if int(payload.get('n') or 1) > limits.candidates_per_imagine:
@@ -122,6 +199,9 @@ class Imagine(Operation):
     def fit(self, payload: Mapping[str, Any], limits: Limits) -> Mapping[str, Any]:
         n = int(payload.get('n') or 9)
         return payload if n <= limits.candidates_per_imagine else {**payload, 'n': limits.candidates_per_imagine}
+
+    def warm_up(self, engine: Any) -> None:
+        engine.code_colours()  # previews of grids being sampled: fitted once, then read from disk
 
     def compat_key(self, payload: Mapping[str, Any]) -> str:
         return f'{self.name}:{payload.get("preset", "mini")}:{payload.get("n") or 9}'
@@ -144,7 +224,14 @@ class Imagine(Operation):
             positions.append(position)
         if requests:
             ctx.check_cancel()
-            results = engine.imagine(requests, progress=ctx.progress)
+            job_ids = [items[position].job.id for position in positions]
+
+            def progress(stage: str, done: int, total: int, preview: Any = None) -> None:
+                if isinstance(preview, dict):  # request index → that job's grid as it forms
+                    preview = {job_ids[index]: picture for index, picture in preview.items()}
+                ctx.progress(stage, done, total, preview)
+
+            results = engine.imagine(requests, progress=progress, previews=True)
             for position, result in zip(positions, results, strict=True):
                 outcomes[position] = result_summary(result, items[position])
         assert all(outcome is not None for outcome in outcomes)
@@ -164,6 +251,7 @@ def result_summary(result: ImagineResult, item: WorkItem) -> dict[str, Any]:
             tokens=entry['tokens'],  # 16 × 16 VQGAN codes
             score=entry['score'],
             seed=entry['seed'],
+            knobs=result.knobs.to_json(),
         )
         for entry in manifest['candidates']
     ]
@@ -191,11 +279,14 @@ def request(
     n: int = 9,
     seed: int | None = None,
     preset: str = 'mini',
+    knobs: Mapping[str, Any] | None = None,
     request_key: str | None = None,
     priority: int = 0,
 ) -> JobRequest:
-    """An imagine job: `n` candidates for `prompt`; submit it with `JobStore.enqueue`."""
+    """An imagine job: `n` candidates for `prompt`, sampled with `knobs` (`Knobs` fields; the others keep their
+    defaults); submit it with `JobStore.enqueue`."""
     payload = {'prompt': prompt, 'n': n, 'seed': seed, 'preset': preset}
+    payload.update({name: value for name, value in (knobs or {}).items() if name in KNOB_NAMES})
     return OPERATION.build(
         payload, user_id=user_id, guild_id=guild_id, channel_id=channel_id, request_key=request_key, priority=priority
     )

@@ -233,11 +233,17 @@ class Batch:
     # ---- RunContext, called on the job thread ----
 
     def progress(self, stage: str, done: int, total: int, preview: Any = None) -> None:
+        """`preview`: one picture for every job of the batch, or `{job id: picture}` where each job has its own."""
         paths: dict[int, str] = {}
         if preview is not None and time.monotonic() - self._last_preview >= self.preview_seconds:
             self._last_preview = time.monotonic()
             live = [item for item in self.items if item.job.id not in self.lost]
-            paths = dict(zip((i.job.id for i in live), write_preview([i.folder for i in live], preview), strict=True))
+            if isinstance(preview, dict):
+                for item in live:
+                    if item.job.id in preview:
+                        paths[item.job.id] = write_preview([item.folder], preview[item.job.id])[0]
+            else:
+                paths = dict(zip((i.job.id for i in live), write_preview([i.folder for i in live], preview), strict=True))
         with self._lock:
             self._stage = (stage, int(done), int(total))
             self._previews.update(paths)

@@ -64,6 +64,7 @@ class OperationRunner:
         self.batchable = operation.batchable
         self.compat_prefix = operation.compat_prefix(config.preset)
         self.engine = load_engine(config.preset, config.data_dir, config.device, config.dtype)
+        operation.warm_up(self.engine)
 
     def run(self, items: Sequence[WorkItem], ctx: RunContext) -> list[Outcome]:
         return self.operation.run(self.engine, items, ctx)
