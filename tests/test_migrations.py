@@ -90,7 +90,9 @@ def test_daily_expands_rows_carry_over_to_daily_edits_on_postgres() -> None:
 
 def test_the_migrations_are_read_from_the_top_level_folder() -> None:
     assert migrations_dir('sqlite') == REPO / 'migrations' / 'sqlite'
-    assert [m.version for m in load_migrations()] == [1, 2] and load_migrations(MIGRATIONS_DIR)[-1].version == 2
+    sqlite, postgres = load_migrations(), load_migrations(MIGRATIONS_DIR)
+    assert [m.version for m in sqlite] == [m.version for m in postgres] == list(range(1, len(sqlite) + 1))
+    assert [m.name for m in sqlite] == [m.name for m in postgres]  # one change, written for each database
 
 
 @pytest.mark.slow

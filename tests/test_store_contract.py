@@ -648,3 +648,18 @@ def test_claimers_on_separate_connections_share_the_queue_without_duplicates(bac
 
     claimed = [job_id for got in asyncio.run(main()) for job_id in got]
     assert len(claimed) == len(set(claimed)) == 300
+
+
+def test_a_members_own_defaults_are_kept_per_member_and_forgotten_one_by_one(backend):
+    async def body(store, clock):
+        assert await store.member_settings(1) == {}
+        await store.set_member_setting(1, 'temperature', 0.8)
+        after = await store.set_member_setting(1, 'negative', 'text, watermark')
+        assert after == {'temperature': 0.8, 'negative': 'text, watermark'}
+        await store.set_member_setting(2, 'top_k', None)  # forgetting what was never set changes nothing
+        assert await store.member_settings(2) == {}
+        await store.set_member_setting(1, 'temperature', 1.2)  # replaced, not added
+        assert await store.set_member_setting(1, 'negative', None) == {'temperature': 1.2}
+        return await store.member_settings(1)
+
+    assert run(body, backend) == {'temperature': 1.2}

@@ -388,6 +388,16 @@ class PostgresJobStore:
         check_ids(('server', guild_id), ('user', user_id))
         return await self._read_tx(tx.active_ban(guild_id, user_id, self._now()))
 
+    async def member_settings(self, user_id: int) -> dict[str, Any]:
+        """A member's own defaults (`/settings`), the same in every server."""
+        check_ids(('user', user_id))
+        return await self._read_tx(tx.member_settings(user_id))
+
+    async def set_member_setting(self, user_id: int, key: str, value: Any) -> dict[str, Any]:
+        """Set (None: forget) one of a member's defaults; returns them all. The caller validates the value."""
+        check_ids(('user', user_id))
+        return await self._write_tx(tx.set_member_setting(user_id, key, value, now=self._now()))
+
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's admin changes, newest first."""
         check_ids(('server', guild_id))

@@ -269,6 +269,26 @@ def audit_log(guild_id: int, limit: int) -> Tx[list[AuditEntry]]:
     return [AuditEntry.from_row(row) for row in rows]
 
 
+def member_settings(user_id: int) -> Tx[dict[str, Any]]:
+    """A member's own defaults (`/settings`), key → value."""
+    rows = yield Sql('SELECT key, value FROM member_settings WHERE user_id = :user_id', {'user_id': user_id}, 'all')
+    return {row['key']: json.loads(row['value']) for row in rows}
+
+
+def set_member_setting(user_id: int, key: str, value: Any, *, now: float) -> Tx[dict[str, Any]]:
+    """Set (or, for None, forget) one of a member's defaults; returns all of them after the change."""
+    params = {'user_id': user_id, 'key': key}
+    if value is None:
+        yield Sql('DELETE FROM member_settings WHERE user_id = :user_id AND key = :key', params, 'rowcount')
+    else:
+        query = """
+            INSERT INTO member_settings (user_id, key, value, updated_at) VALUES (:user_id, :key, :value, :now)
+            ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+        """
+        yield Sql(query, {**params, 'value': dumps(value), 'now': now}, 'rowcount')
+    return (yield from member_settings(user_id))
+
+
 # ---- quota and admission -------------------------------------------------------------------------
 
 
