@@ -194,14 +194,6 @@ def _word_splitter(path: str) -> WordSplitter:
     return WordSplitter.from_file(Path(path))
 
 
-def cached_word_frequencies() -> Path | None:
-    """`enwiki-words-frequency.txt` if the Hugging Face cache already holds it; never downloads."""
-    from huggingface_hub import try_to_load_from_cache  # only here: the rest of the module needs no hub
-
-    found = try_to_load_from_cache('dalle-mini/dalle-mini', WORD_FREQUENCIES_FILENAME)
-    return Path(found) if isinstance(found, str) else None
-
-
 # ---------------------------------------------------------------------------------------
 # Tokenisation
 # ---------------------------------------------------------------------------------------

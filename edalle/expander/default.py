@@ -1,4 +1,4 @@
-"""The default expander: E-DALL-E's idea, rebuilt around its weaknesses (EDALLE_SPEC §13).
+"""The default expander: E-DALL-E's idea, rebuilt around its weaknesses.
 
 What it does differently from `classic`, and why:
 - **Exact centre.** For a generated candidate the centre latents are its own token grid,
