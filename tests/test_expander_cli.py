@@ -50,7 +50,7 @@ def _no_models(*args: object) -> None:
         (['--steps', '0'], 'steps must be between'),
         (['--seed', '-1'], 'seed must be'),
         (['--out', 'result.gif'], '--out must end'),
-        (['--preset', 'huge'], 'Unknown preset'),
+        (['--preset', 'huge'], "invalid choice: 'huge'"),
     ],
 )
 def test_input_errors(
@@ -93,7 +93,7 @@ def test_expand_a_manifest_candidate_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     models = (VQGAN.random(VQGAN_CONFIGS['tiny'], 0), ClipModel.build_tiny(0))
-    monkeypatch.setattr(expand_cli, 'load_models', lambda preset, data_dir: models)
+    monkeypatch.setattr(expand_cli, 'load_models', lambda preset, data_dir, progress=None: models)
     import edalle.expander.api as api
 
     monkeypatch.setattr(api, 'DefaultSettings', _Quick)
