@@ -54,6 +54,22 @@ def log_level(debug: bool = False, env: Mapping[str, str] = os.environ) -> str:
     return level
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record arrives, not the stream it was created with: tests
+    that run the CLI in their own process swap stderr, and a closed one must not break later log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = 'INFO') -> None:
     """Log lines with a timestamp on stderr at `level`, for every command and process.
 
@@ -61,10 +77,9 @@ def configure_logging(level: str = 'INFO') -> None:
     the CLI many times in one process); handlers others installed (pytest's) stay.
     """
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, 'edalle', False)]:
+    for handler in [h for h in root.handlers if isinstance(h, StderrHandler)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.edalle = True  # type: ignore[attr-defined]
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
