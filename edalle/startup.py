@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 LOG_FORMAT = '%(asctime)s %(levelname)-7s %(name)s: %(message)s'
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
-#: libraries that chatter at INFO (compilation caches, HTTP requests, file locks): WARNING unless --debug
-CHATTY_LIBRARIES = ('jax', 'absl', 'open_clip', 'httpx', 'httpcore', 'urllib3', 'filelock', 'huggingface_hub', 'PIL')
+#: the loggers whose INFO lines an operator wants; every other library (JAX's compilation cache, the HTTP clients'
+#: one line per request, file locks) speaks only at WARNING and above unless the level is DEBUG
+OWN_LOGGERS = ('edalle', 'bot', 'discord')
 GPU_INSTALL_HINT = "pip install -e '.[worker,cuda]'"
 
 
@@ -82,12 +83,12 @@ def configure_logging(level: str = 'INFO') -> None:
     handler = StderrHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
-    root.setLevel(level)
-    quiet = logging.DEBUG if level == 'DEBUG' else logging.WARNING
-    for name in CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(quiet)
+    chosen = logging.getLevelName(level)
+    root.setLevel(chosen if chosen == logging.DEBUG else max(chosen, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(chosen)
     # discord.py's gateway logs every heartbeat at DEBUG: INFO is enough, even with --debug
-    logging.getLogger('discord.gateway').setLevel(max(root.level, logging.INFO))
+    logging.getLogger('discord.gateway').setLevel(max(chosen, logging.INFO))
 
 
 def log_banner(role: str, fields: Mapping[str, str]) -> None:

@@ -274,3 +274,20 @@ def test_the_build_context_leaves_out_secrets_environments_and_data() -> None:
     for sources in copied:
         for source in sources.split():
             assert (REPO / source).exists() and not _ignored(source, patterns), source
+
+
+# -- README and CI ----------------------------------------------------------------------------------------
+
+
+def _readme_commands() -> list[str]:
+    section = (REPO / 'README.md').read_text().split('## The two set-up commands', 1)[1].split('\n## ', 1)[0]
+    return re.findall(r'```bash\n(.+?)\n```', section, re.S)
+
+
+def test_the_readme_names_two_set_up_commands_and_ci_runs_the_second_word_for_word() -> None:
+    run, test = _readme_commands()
+    assert run.endswith('.venv/bin/edalle bot') and "-e '.[worker]'" in run  # the local worker needs the models
+    assert test.endswith('.venv/bin/python -m pytest') and "-e '.[test]'" in test
+    assert '-c constraints.txt' in run and '-c constraints.txt' in test
+    ci = [line for line in (REPO / '.ci' / 'run').read_text().splitlines() if line and not line.startswith('#')]
+    assert test in ci
