@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,11 @@ def test_expand_a_manifest_candidate_end_to_end(
         assert image.size == (512, 256)
         assert np.array_equal(np.asarray(image.convert('RGB'))[:, 128:384], np.full((256, 256, 3), (1, 2, 3)))
     assert '512×256' in capsys.readouterr().out
+
+
+def test_without_out_the_picture_is_named_after_its_source_and_ratio() -> None:
+    """Like `imagine`'s folders: `out/<time>-<source>-<ratio>.png`, never overwriting an earlier run."""
+    from_manifest = expand_cli.default_out(Path('out/20240101-000000-a-fox/manifest.json'), '16:9').as_posix()
+    assert re.fullmatch(r'out/\d{8}-\d{6}-20240101-000000-a-fox-16x9\.png', from_manifest), from_manifest
+    from_picture = expand_cli.default_out(Path('photos/beach.jpg'), '9x16').as_posix()
+    assert re.fullmatch(r'out/\d{8}-\d{6}-beach-9x16\.png', from_picture), from_picture

@@ -206,6 +206,38 @@ def test_preset_options_offer_the_presets() -> None:
                 assert set(action.choices) >= {'mini', 'mega', 'tiny'}, path
 
 
+def test_status_reports_the_queue_and_the_workers_and_fails_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import socket
+
+    from edalle.jobs import SqliteJobStore
+    from edalle.operations import imagine
+
+    async def fill() -> None:
+        store = await SqliteJobStore.open(tmp_path / 'edalle.db')
+        try:
+            for user in (1, 2):  # two members: one member's second job would wait out the cooldown
+                request = imagine.request(
+                    user_id=user, guild_id=2, channel_id=3, prompt='x', n=1, preset='tiny', request_key=str(user)
+                )
+                await store.enqueue(request)
+            await store.register_worker('gpu-7:12:abc', {'host': 'gpu-7', 'preset': 'mini', 'kinds': ['imagine', 'expand']})
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    monkeypatch.chdir(tmp_path)
+    assert main(['status', '--data-dir', '.']) == 0
+    out = capsys.readouterr().out
+    assert 'reachable' in out and '0 running, 2 queued' in out and '1 online' in out
+    assert 'gpu-7:12:abc: preset mini, imagine, expand; seen 0 s ago' in out
+    assert main(['status', '--data-dir', '.', '--require-worker']) == 0
+    assert main(['status', '--data-dir', '.', '--require-worker', 'this-host']) == 1  # gpu-7 is another host
+    assert f'no worker on this host ({socket.gethostname()})' in capsys.readouterr().out
+
+
 # -- files ------------------------------------------------------------------------------------------------
 
 
