@@ -115,7 +115,7 @@ def gpu_warning(torch_sees_gpu: bool, jax_backend: str | None) -> str | None:
     if torch_sees_gpu and jax_backend == 'cpu':
         return (
             'torch sees a GPU but JAX runs on the CPU, so DalleBart samples on the CPU (many times slower) while '
-            f'the VQGAN and CLIP use the GPU. Install JAX for CUDA: `{GPU_INSTALL_HINT}` (README: "GPU install").'
+            f'the VQGAN and CLIP use the GPU. Install JAX for CUDA: `{GPU_INSTALL_HINT}` (README: "On a GPU host").'
         )
     return None
 
