@@ -188,7 +188,9 @@ def test_an_interrupted_download_resumes_where_it_stopped_on_the_next_run(
     weights = _big_dalle_weights(hub)
     release = threading.Event()
     stalled = hub.stall_after(weights, CHUNK + 100_000, release)
-    env = _env(tmp_path, hub.url)
+    # The stall must outlast the test's wait, not the client's read timeout (10 s): on a busy machine the client
+    # would otherwise give up, resume on its own and finish before the Ctrl-C this test is about.
+    env = _env(tmp_path, hub.url, HF_HUB_DOWNLOAD_TIMEOUT='60')
     proc = subprocess.Popen(
         _command(data_dir, 'download', '--preset', 'mini'),
         env=env,
