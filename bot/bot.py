@@ -57,11 +57,23 @@ def use_discord_endpoints(api_base: str | None, gateway_url: str | None) -> None
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-def intents() -> discord.Intents:
-    """Default intents plus Message Content (privileged: enable it in the Developer Portal) for `.imagine`."""
+def intents(text_commands: bool = True) -> discord.Intents:
+    """Default intents, plus Message Content (privileged: enable it in the Developer Portal) for `.imagine`.
+
+    Without text commands (`EDALLE_TEXT_COMMANDS=0`) the bot asks for no privileged intent: slash commands,
+    buttons and reactions need none, and text commands still work where Discord sends the text anyway
+    (messages that mention the bot, and direct messages).
+    """
     wanted = discord.Intents.default()
-    wanted.message_content = True
+    wanted.message_content = text_commands
     return wanted
+
+
+def silence_voice_warnings() -> None:
+    """discord.py warns at every start that voice needs PyNaCl and davey; this bot never joins voice."""
+    discord.VoiceClient.warn_nacl = False
+    if hasattr(discord.VoiceClient, 'warn_dave'):
+        discord.VoiceClient.warn_dave = False
 
 
 class ResultCourier(Protocol):
@@ -80,14 +92,15 @@ class EDalleBot(commands.Bot):
 
     def __init__(self, *, settings: Settings, store: JobStore, worker_status: Any = None, results: Any = None) -> None:
         budgets = ChannelBudgets()
+        silence_voice_warnings()
         super().__init__(
             command_prefix=commands.when_mentioned_or(settings.prefix),
-            intents=intents(),
+            intents=intents(settings.text_commands),
             help_command=commands.DefaultHelpCommand(no_category='Commands'),
             tree_cls=GuardedTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
             guild_ready_timeout=settings.guild_ready_timeout,
-            activity=discord.Game(name=f'{settings.prefix}imagine <prompt>'),
+            activity=discord.Game(name=f'{settings.prefix if settings.text_commands else "/"}imagine <prompt>'),
             http_trace=budgets.trace_config(),
         )
         self.settings = settings

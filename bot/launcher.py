@@ -1,7 +1,9 @@
 """`edalle bot`: the one command that runs everything.
 
-It reads `.env` (the shell's environment wins), checks what a first run gets wrong (no token, no model
-files) and says how to fix it, opens the database (applying migrations), starts the supervised worker
+It reads its settings from the environment (the CLI has loaded `.env` into it, the shell's values
+winning), checks what a first run gets wrong (no token, no model libraries for the local worker) and says
+how to fix it, fetches the local worker's model files on first start (`--no-download` refuses instead),
+logs a banner of what it runs with, opens the database (applying migrations), starts the supervised worker
 child process unless `--no-worker`, runs the bot, and on Ctrl-C or SIGTERM stops both in order: the bot
 first (no new jobs), then the worker (it hands running jobs back to the queue). Discord refusing the
 token or the Message Content intent ends the process with one sentence saying what to change.
@@ -11,15 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
+import os
 import signal
 import sys
-from pathlib import Path
 
 import aiohttp
 import discord
 
-from bot.settings import Settings, SettingsError, load_environment
+from bot.settings import Settings, SettingsError
+from edalle.startup import log_banner, result_store_warning
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +43,42 @@ BAD_TOKEN = (
 NO_INTENT = (
     'Discord refused the Message Content intent, which text commands like `.imagine` need. In '
     f'{PORTAL} open your application → Bot → Privileged Gateway Intents, turn on MESSAGE CONTENT INTENT, '
-    'save, and start the bot again.'
+    'save, and start the bot again; or set EDALLE_TEXT_COMMANDS=0 to run with slash commands only.'
+)
+#: what the local worker imports that a bot-only install (`pip install .`, no `[worker]`) lacks
+WORKER_MODULES = ('jax', 'flax', 'torch', 'open_clip', 'huggingface_hub')
+NO_WORKER_LIBRARIES = (
+    'The local worker needs the model libraries, which this install does not have ({missing}). Install them with '
+    "`pip install -e '.[worker]'` (add `cuda` on a GPU host: `.[worker,cuda]`), or run the bot with --no-worker "
+    'if workers run elsewhere (`edalle worker` on GPU hosts sharing the database).'
 )
 
 
 def add_bot_arguments(parser: argparse.ArgumentParser) -> None:
+    from edalle.presets import PRESETS
+
     parser.add_argument('--no-worker', action='store_true', help='do not start a local worker (workers run elsewhere)')
-    parser.add_argument('--env-file', type=Path, default=Path('.env'), help='settings file (default ./.env)')
     parser.add_argument(
-        '--preset', default=None, help='models for the local worker: mini, mega or tiny (default $EDALLE_PRESET)'
+        '--preset', choices=list(PRESETS), default=None, help='models for the local worker (default $EDALLE_PRESET or mini)'
+    )
+    parser.add_argument(
+        '--no-download',
+        action='store_true',
+        help="refuse to start when the local worker's model files are missing instead of fetching them (EDALLE_DOWNLOAD=0)",
     )
     parser.add_argument('--sync', action='store_true', help='sync slash commands with Discord now, even if unchanged')
 
 
 def run_bot(args: argparse.Namespace) -> int:
-    env = load_environment(getattr(args, 'env_file', Path('.env')))
+    env = dict(os.environ)  # `.env` is in it already: the CLI loaded it
     if getattr(args, 'data_dir', None):
         env['EDALLE_DATA_DIR'] = str(args.data_dir)
     if getattr(args, 'no_worker', False):
         env['EDALLE_WORKER'] = '0'
     if getattr(args, 'preset', None):
         env['EDALLE_PRESET'] = args.preset
+    if getattr(args, 'no_download', False):
+        env['EDALLE_DOWNLOAD'] = '0'
     if getattr(args, 'sync', False):
         env['EDALLE_SYNC_COMMANDS'] = 'always'
     try:
@@ -67,8 +86,14 @@ def run_bot(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return CONFIG_ERROR
-    setup_logging('DEBUG' if getattr(args, 'debug', False) else settings.log_level)
     problem = preflight(settings)
+    if problem is not None:
+        print(f'error: {problem}', file=sys.stderr)
+        return CONFIG_ERROR
+    log_banner('bot', banner_fields(settings))
+    if warning := result_store_warning(settings.database_url, settings.result_store):
+        log.warning('%s', warning)
+    problem = fetch_weights(settings)
     if problem is not None:
         print(f'error: {problem}', file=sys.stderr)
         return CONFIG_ERROR
@@ -78,13 +103,26 @@ def run_bot(args: argparse.Namespace) -> int:
         return 130
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format='%(asctime)s %(levelname)-7s %(name)s: %(message)s', force=True)
-    logging.getLogger('discord.gateway').setLevel(max(logging.getLogger().level, logging.INFO))
+def banner_fields(settings: Settings) -> dict[str, str]:
+    """What the bot runs with. Its devices are the local worker's, which logs its own banner with them."""
+    from edalle.jobs.backends import describe
+
+    return {
+        'data dir': str(settings.data_dir.resolve()),
+        'database': describe(settings.database_url, settings.database),
+        'preset': f'{settings.preset} (local worker)' if settings.run_worker else 'none here: workers run elsewhere',
+        'result store': settings.result_store,
+        'commands': f'text ({settings.prefix}imagine) and slash' if settings.text_commands else 'slash only',
+        'devices': "the local worker's (its banner follows)" if settings.run_worker else 'none: the bot runs no models',
+    }
 
 
 def preflight(settings: Settings) -> str | None:
-    """The first-run mistakes, each with its fix; None when the bot can start."""
+    """The first-run mistakes, each with its fix; None when the bot can start.
+
+    Missing model files are not one of them when the bot may fetch them (`fetch_weights`); with
+    `--no-download` they are, and the message names the files and the ways to bring them.
+    """
     if not settings.token:
         return NO_TOKEN
     if settings.run_worker:
@@ -95,11 +133,31 @@ def preflight(settings: Settings) -> str | None:
             preset = get_preset(settings.preset)
         except ValueError as exc:
             return str(exc)
-        if not preset.generated:  # `tiny` is generated by the worker on first use
+        missing = [name for name in WORKER_MODULES if importlib.util.find_spec(name) is None]
+        if missing:
+            return NO_WORKER_LIBRARIES.format(missing=', '.join(missing))
+        if not preset.generated and not settings.download:  # `tiny` is generated by the worker on first use
             try:
                 require(preset, settings.data_dir)
             except MissingWeights as exc:
                 return f'{exc}\n(Or run the bot with --no-worker if workers with the weights run elsewhere.)'
+    return None
+
+
+def fetch_weights(settings: Settings) -> str | None:
+    """First start: fetch the local worker's model files if any is missing (resumable, with a progress bar).
+
+    Done here, in the foreground, rather than by the worker child: the operator sees the progress and any
+    failure once, instead of a supervised child retrying in a back-off loop. None when the files are here.
+    """
+    if not settings.run_worker:
+        return None
+    from edalle.weights import MissingWeights, fetch_missing
+
+    try:
+        fetch_missing(settings.preset, settings.data_dir, allowed=settings.download, log=log.info)
+    except MissingWeights as exc:
+        return f'{exc}\n(Or run the bot with --no-worker if workers with the weights run elsewhere.)'
     return None
 
 

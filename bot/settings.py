@@ -1,59 +1,29 @@
-"""The bot's settings: read once from the environment (and an untracked `.env`), then passed in.
+"""The bot's settings: read once from the environment, then passed in.
 
 Nothing else in `bot/` reads `os.environ`; the launcher builds one frozen `Settings` and hands it to
-`EDalleBot` (discord.py's `advanced_startup.py` pattern), so tests can build one by hand. `.env.example`
-documents every variable here, with the same defaults.
+`EDalleBot` (discord.py's `advanced_startup.py` pattern), so tests can build one by hand. The `.env`
+file is already in the environment by then: the CLI loads it for every command (`edalle.startup`).
+`.env.example` documents every variable here, with the same defaults.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_ENV_LINE = re.compile(r'^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*?)\s*$')
 _TRUE = {'1', 'true', 'yes', 'on'}
-_FALSE = {'0', 'false', 'no', 'off', ''}
+_FALSE = {'0', 'false', 'no', 'off'}
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable and the fix."""
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """`KEY=value` lines of a `.env` file; `#` comments, blank lines, `export` and quotes are understood.
-
-    Fifteen lines instead of a python-dotenv dependency: the bot only needs plain assignments.
-    """
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text(encoding='utf-8').splitlines():
-        match = _ENV_LINE.match(line)
-        if match is None or line.lstrip().startswith('#'):
-            continue
-        value = match['value']
-        if value[:1] in ('"', "'"):
-            value = ''.join(shlex.split(value)) if value[-1:] == value[:1] else value[1:]
-        else:
-            value = value.split(' #', 1)[0].rstrip()
-        values[match['key']] = value
-    return values
-
-
-def load_environment(env_file: Path | None) -> dict[str, str]:
-    """The process environment over the `.env` file: a variable set in the shell wins."""
-    merged = dict(read_env_file(env_file)) if env_file is not None else {}
-    merged.update(os.environ)
-    return merged
-
-
 def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
     raw = env.get(key)
-    if raw is None:
+    if raw is None or not raw.strip():  # unset or empty (`KEY=` in .env): the default
         return default
     if raw.strip().lower() in _TRUE:
         return True
@@ -103,6 +73,8 @@ class Settings:
     api_base: str | None = None  # DISCORD_API_BASE: e.g. http://127.0.0.1:8080/api/v10 for a Discord-compatible server
     gateway_url: str | None = None  # DISCORD_GATEWAY_URL: e.g. ws://127.0.0.1:8080/
     run_worker: bool = True  # EDALLE_WORKER=0 (or --no-worker): workers run elsewhere
+    download: bool = True  # EDALLE_DOWNLOAD=0 (or --no-download): refuse to start without the model files
+    text_commands: bool = True  # EDALLE_TEXT_COMMANDS=0: slash commands only, no Message Content intent needed
     worker_args: tuple[str, ...] = ()  # EDALLE_WORKER_ARGS: extra flags for `python -m edalle.worker`
     worker_nice: int = 10  # EDALLE_WORKER_NICE: the local worker's CPU priority below the bot's (0: the same)
     worker_threads: int | None = None  # EDALLE_WORKER_THREADS: its math threads (None: cores - 1 on ≤ 4 cores; 0: all)
@@ -122,7 +94,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build from a mapping of environment variables (see `load_environment`)."""
+        """Build from a mapping of environment variables (`os.environ`, with `.env` loaded into it)."""
         sync = env.get('EDALLE_SYNC_COMMANDS', 'auto').strip().lower() or 'auto'
         if sync not in ('auto', 'always', 'never'):
             raise SettingsError(f'EDALLE_SYNC_COMMANDS must be auto, always or never (got {sync!r}).')
@@ -139,6 +111,8 @@ class Settings:
             api_base=env.get('DISCORD_API_BASE', '').strip().rstrip('/') or None,
             gateway_url=env.get('DISCORD_GATEWAY_URL', '').strip() or None,
             run_worker=_flag(env, 'EDALLE_WORKER', True),
+            download=_flag(env, 'EDALLE_DOWNLOAD', True),
+            text_commands=_flag(env, 'EDALLE_TEXT_COMMANDS', True),
             worker_args=tuple(shlex.split(env.get('EDALLE_WORKER_ARGS', ''))),
             worker_nice=int(_number(env, 'EDALLE_WORKER_NICE', 10, int)),
             worker_threads=_optional_int(env, 'EDALLE_WORKER_THREADS'),

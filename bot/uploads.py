@@ -1,6 +1,6 @@
 """A member's own picture to expand: download, check, normalize, store — before any job exists.
 
-The checks are the expander's own (`edalle.expander.sources`, Pillow and numpy only, never torch), so
+The checks are the expander's own (`edalle.expander.sources`, Pillow only: no numpy, never torch), so
 the bot refuses exactly what a worker would: a file over the size limit is refused from the size
 Discord reports, before downloading; the rest (not a PNG/JPEG/WebP, a pixel count over the limit read
 from the header, a decompression bomb, a broken or truncated file) before or while decoding, in a

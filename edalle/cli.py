@@ -1,4 +1,8 @@
-"""`edalle`: the command line. Subcommands: imagine, expand, models, worker, bot.
+"""`edalle`: the command line. Subcommands: imagine, expand, models, worker, bot, status.
+
+Every command first reads `.env` (`--env-file`; a variable set in the shell wins), so one file
+configures them all, and logs in one format (`EDALLE_LOG_LEVEL`). The global options (`--data-dir`,
+`--env-file`, `--debug`) may come before or after the subcommand.
 
 Errors a user can fix (a bad prompt, missing weights, a bad ratio) print one short line on
 stderr and exit with status 2; nothing a user can fix ever prints a traceback. `--debug`
@@ -8,13 +12,17 @@ shows tracebacks for everything else.
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from edalle import __version__
+from edalle.presets import MODEL_SETS, PRESETS
+from edalle.startup import configure_logging, load_env_file, log_level
 
 USAGE_ERROR = 2
 
@@ -25,10 +33,16 @@ class UserError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # Libraries (jax, open_clip) log chatter at INFO; only our own INFO lines are worth showing.
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-    logging.getLogger('edalle').setLevel(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has already explained
+        return int(exc.code or 0)
+    load_env_file(args.env_file)  # before anything reads the environment
+    try:
+        configure_logging(log_level(args.debug))
+    except ValueError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return USAGE_ERROR
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -64,15 +78,13 @@ def _is_user_error(exc: Exception) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='edalle', description=__doc__.splitlines()[0])
-    parser.add_argument('--debug', action='store_true', help='show tracebacks and debug logs')
-    parser.add_argument(
-        '--data-dir', type=Path, default=None, help='models, database and images (default $EDALLE_DATA_DIR or ./data)'
-    )
+    parser.add_argument('--version', action='version', version=f'edalle {__version__}')
+    add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
-    imagine = commands.add_parser('imagine', help='draw ranked candidates for a prompt')
-    imagine.add_argument('prompt')
-    imagine.add_argument('--preset', default='mini', help='mini (default), mega or tiny (random weights, draws noise)')
+    imagine = subcommand(commands, 'imagine', help='draw ranked candidates for a prompt')
+    imagine.add_argument('prompt', help='what to draw, in English, e.g. "a lighthouse in a storm, oil painting"')
+    add_preset_option(imagine, PRESETS, 'models to draw with')
     imagine.add_argument('-n', type=int, default=9, help='number of candidates (1–16, default 9)')
     imagine.add_argument('--seed', type=int, default=None, help='sampling seed (default: random, recorded)')
     imagine.add_argument('--out', type=Path, default=None, help='output directory (default out/<time>-<prompt>)')
@@ -83,7 +95,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models_parser(commands)
     _add_worker_parser(commands)
     _add_bot_parser(commands)
+    _add_status_parser(commands)
     return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """`--debug`, `--data-dir`, `--env-file`: on `edalle` itself and again on every subcommand.
+
+    On a subcommand their default is SUPPRESS, so a value given before the subcommand is kept unless the
+    same option is given again after it.
+    """
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument('--debug', action='store_true', default=default(False), help='show tracebacks and debug logs')
+    parser.add_argument(
+        '--data-dir',
+        type=Path,
+        default=default(None),
+        help='models, database and images (default $EDALLE_DATA_DIR or ./data)',
+    )
+    parser.add_argument(
+        '--env-file',
+        type=Path,
+        default=default(Path('.env')),
+        help="settings file read before anything else; the shell's variables win (default ./.env)",
+    )
+
+
+def subcommand(commands: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand parser that also takes the global options (a later definition of one of them wins)."""
+    parser = commands.add_parser(name, conflict_handler='resolve', **kwargs)
+    add_global_options(parser, top=False)
+    return parser
+
+
+def add_preset_option(parser: argparse.ArgumentParser, choices: Any, what: str) -> None:
+    """`--preset`, whose default is read when the command runs: `.env` may set EDALLE_PRESET."""
+    parser.add_argument('--preset', choices=list(choices), default=None, help=f'{what} (default $EDALLE_PRESET or mini)')
+
+
+def preset_of(args: argparse.Namespace) -> str:
+    return args.preset or os.environ.get('EDALLE_PRESET') or 'mini'
 
 
 # --------------------------------------------------------------------------- imagine
@@ -95,14 +149,16 @@ def run_imagine(args: argparse.Namespace) -> int:
 
     request = ImagineRequest(prompt=args.prompt, n=args.n, seed=args.seed)
     validate(request)  # fail before loading models
+    preset = preset_of(args)
     out = args.out or Path('out') / f'{time.strftime("%Y%m%d-%H%M%S")}-{_slug(args.prompt)}'
     started = time.perf_counter()
-    engine = Engine.load(args.preset, args.data_dir, dtype=args.dtype)
+    with StageBars() as bars:
+        engine = Engine.load(preset, args.data_dir, dtype=args.dtype, progress=bars.update)
     load_seconds = time.perf_counter() - started
     with StageBars() as bars:
         (result,) = engine.imagine([request], progress=bars.update)
     result.timings['load'] = load_seconds
-    write_result(result, out, extra={'preset': args.preset, 'n': args.n})
+    write_result(result, out, extra={'preset': preset, 'n': args.n})
     if result.truncated:
         print(f'note: the prompt had {result.token_count} tokens; only the first 64 were used.', file=sys.stderr)
     best = result.candidates[0]
@@ -115,7 +171,12 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 class StageBars:
-    """One progress bar on stderr that follows the engine's stages ('sample 128/256', …)."""
+    """One progress bar on stderr that follows the stages of a long step ('load 2/5', 'sample 128/256', …).
+
+    Stages named in `BYTE_STAGES` (hashing, copying) count bytes and show sizes and speed.
+    """
+
+    BYTE_STAGES = ('hash', 'copy')
 
     def __init__(self) -> None:
         self._bar: Any = None
@@ -134,7 +195,9 @@ class StageBars:
         if stage != self._stage:
             if self._bar is not None:
                 self._bar.close()
-            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True, leave=False)
+            in_bytes = stage.split(' ', 1)[0] in self.BYTE_STAGES
+            units: dict[str, Any] = {'unit': 'B', 'unit_scale': True, 'unit_divisor': 1024} if in_bytes else {}
+            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True, leave=False, **units)
             self._stage = stage
         self._bar.total = total
         self._bar.update(done - self._bar.n)
@@ -144,16 +207,23 @@ class StageBars:
 
 
 def _add_expand_parser(commands: Any) -> None:
-    expand = commands.add_parser('expand', help='widen a picture to another aspect ratio (E-DALL-E)')
+    expand = subcommand(commands, 'expand', help='widen a picture to another aspect ratio (E-DALL-E)')
     expand.add_argument('source', type=Path, help='an imagine manifest.json (or its directory) or an image file')
     expand.add_argument('--index', type=int, default=1, help='which candidate of a manifest, 1 = best (default 1)')
     expand.add_argument('--ratio', default='16:9', help='target ratio, e.g. 16:9, 9:16, 21:9, 4:3, 2:1 (default 16:9)')
     expand.add_argument('--prompt', default=None, help='guidance text (default: the source job prompt)')
     expand.add_argument('--steps', type=int, default=None, help='optimisation steps (default: the method default)')
-    expand.add_argument('--method', choices=('default', 'classic'), default='default')
-    expand.add_argument('--seed', type=int, default=None)
-    expand.add_argument('--preset', default='mini', help='models to use (mini, mega or tiny)')
-    expand.add_argument('--out', type=Path, required=True, help='output PNG file')
+    expand.add_argument(
+        '--method',
+        choices=('default', 'classic'),
+        default='default',
+        help='default (exact centre, even views) or classic (the original E-DALL-E, step for step)',
+    )
+    expand.add_argument('--seed', type=int, default=None, help='optimisation seed (default: random, printed)')
+    add_preset_option(expand, PRESETS, 'models to use (its VQGAN and CLIP)')
+    expand.add_argument(
+        '--out', type=Path, default=None, help='output file, .png, .webp or .jpg (default out/<time>-<source>-<ratio>.png)'
+    )
     expand.set_defaults(handler=_run_expand)
 
 
@@ -162,6 +232,7 @@ def _run_expand(args: argparse.Namespace) -> int:
         from edalle.expander.cli import run_expand
     except ImportError as exc:
         raise UserError('The expander is not installed in this build.') from exc
+    args.preset = preset_of(args)
     return run_expand(args, StageBars)
 
 
@@ -169,20 +240,20 @@ def _run_expand(args: argparse.Namespace) -> int:
 
 
 def _add_models_parser(commands: Any) -> None:
-    models = commands.add_parser('models', help='download, import, verify and list model files')
+    models = subcommand(commands, 'models', help='download, import, verify and list model files')
     verbs = models.add_subparsers(dest='verb', required=True, metavar='VERB')
-    download = verbs.add_parser('download', help='fetch a preset from the Hugging Face Hub (resumable)')
-    download.add_argument('--preset', default='mini')
+    download = subcommand(verbs, 'download', help='fetch a preset from the Hugging Face Hub (resumable)')
+    add_preset_option(download, MODEL_SETS, 'the preset or add-on to fetch')
     download.set_defaults(handler=_models_download)
-    verify = verbs.add_parser('verify', help='check presence, hashes and shapes')
-    verify.add_argument('--preset', default='mini')
+    verify = subcommand(verbs, 'verify', help='check presence, hashes and shapes')
+    add_preset_option(verify, MODEL_SETS, 'the preset or add-on to check')
     verify.add_argument('--quick', action='store_true', help='skip loading the weights to check shapes')
     verify.set_defaults(handler=_models_verify)
-    imported = verbs.add_parser('import', help='take model files brought by hand')
-    imported.add_argument('directory', type=Path)
-    imported.add_argument('--preset', default='mini')
+    imported = subcommand(verbs, 'import', help='take model files brought by hand')
+    imported.add_argument('directory', type=Path, help='where the files are (searched with its subdirectories)')
+    add_preset_option(imported, MODEL_SETS, 'the preset or add-on the files belong to')
     imported.set_defaults(handler=_models_import)
-    listing = verbs.add_parser('list', help='the presets and whether their files are here')
+    listing = subcommand(verbs, 'list', help='the presets and whether their files are here')
     listing.set_defaults(handler=_models_list)
 
 
@@ -190,8 +261,9 @@ def _models_download(args: argparse.Namespace) -> int:
     from edalle.presets import data_dir_from_env
     from edalle.weights import download
 
-    fetched = download(args.preset, data_dir_from_env(args.data_dir), log=lambda m: print(m, file=sys.stderr))
-    print(f'{args.preset}: {len(fetched)} file(s) fetched; run `edalle models verify --preset {args.preset}` to check them.')
+    preset = preset_of(args)
+    fetched = download(preset, data_dir_from_env(args.data_dir), log=lambda m: print(m, file=sys.stderr))
+    print(f'{preset}: {len(fetched)} file(s) fetched; run `edalle models verify --preset {preset}` to check them.')
     return 0
 
 
@@ -199,12 +271,14 @@ def _models_verify(args: argparse.Namespace) -> int:
     from edalle.presets import data_dir_from_env
     from edalle.weights import verify
 
-    checks = verify(args.preset, data_dir_from_env(args.data_dir), check_shapes=not args.quick)
+    preset = preset_of(args)
+    with StageBars() as bars:
+        checks = verify(preset, data_dir_from_env(args.data_dir), check_shapes=not args.quick, progress=bars.update)
     for check in checks:
         print(f'{"ok  " if check.ok else "FAIL"} {check.path}: {check.detail}')
     failed = [c for c in checks if not c.ok]
     if failed:
-        print(f'{len(failed)} problem(s); re-run `edalle models download --preset {args.preset}` or import the files again.')
+        print(f'{len(failed)} problem(s); re-run `edalle models download --preset {preset}` or import the files again.')
         return 1
     return 0
 
@@ -213,14 +287,18 @@ def _models_import(args: argparse.Namespace) -> int:
     from edalle.presets import data_dir_from_env
     from edalle.weights import import_dir
 
-    report = import_dir(args.directory, args.preset, data_dir_from_env(args.data_dir))
+    preset = preset_of(args)
+    with StageBars() as bars:
+        report = import_dir(args.directory, preset, data_dir_from_env(args.data_dir), progress=bars.update)
     for path in report.copied:
         print(f'imported {path}')
+    for line in report.rejected:
+        print(f'refused {line}', file=sys.stderr)
     if report.missing:
         listed = ', '.join(str(p) for p in report.missing)
-        print(f'still missing for {args.preset}: {listed}', file=sys.stderr)
+        print(f'still missing for {preset}: {listed}', file=sys.stderr)
         return 1
-    print(f'{args.preset}: complete.')
+    print(f'{preset}: complete.')
     return 0
 
 
@@ -245,7 +323,7 @@ def _models_list(args: argparse.Namespace) -> int:
 def _add_worker_parser(commands: Any) -> None:
     from edalle.worker.main import add_worker_arguments
 
-    worker = commands.add_parser('worker', help='run the GPU worker: claim jobs from the queue and run them')
+    worker = subcommand(commands, 'worker', help='run the GPU worker: claim jobs from the queue and run them')
     add_worker_arguments(worker)
     worker.set_defaults(handler=_run_worker)
 
@@ -259,7 +337,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _add_bot_parser(commands: Any) -> None:
     from bot.launcher import add_bot_arguments
 
-    bot = commands.add_parser('bot', help='run the Discord bot (and a supervised worker)')
+    bot = subcommand(commands, 'bot', help='run the Discord bot (and a supervised worker)')
     add_bot_arguments(bot)
     bot.set_defaults(handler=_run_bot)
 
@@ -268,6 +346,42 @@ def _run_bot(args: argparse.Namespace) -> int:
     from bot.launcher import run_bot
 
     return int(run_bot(args) or 0)
+
+
+def _add_status_parser(commands: Any) -> None:
+    status = subcommand(
+        commands, 'status', help='is the job database reachable, what waits in the queue, which workers are alive'
+    )
+    status.add_argument(
+        '--database-url',
+        default=None,
+        help='postgresql://…: the shared job store (default $EDALLE_DATABASE_URL; unset: SQLite)',
+    )
+    status.add_argument(
+        '--db', dest='database', type=Path, default=None, help='the SQLite file (default $EDALLE_DB or <data dir>/edalle.db)'
+    )
+    status.add_argument(
+        '--require-worker',
+        nargs='?',
+        const='any',
+        choices=('any', 'this-host'),
+        default=None,
+        help='unhealthy (exit 1) unless a worker is online: anywhere (any, the default), or on this host (this-host)',
+    )
+    status.set_defaults(handler=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from edalle.health import check, verdict
+    from edalle.presets import data_dir_from_env
+
+    database_url = args.database_url or os.environ.get('EDALLE_DATABASE_URL') or None
+    database = args.database or Path(os.environ.get('EDALLE_DB') or data_dir_from_env(args.data_dir) / 'edalle.db')
+    code, lines = verdict(asyncio.run(check(database_url, database)), args.require_worker)
+    print('\n'.join(lines))
+    return code
 
 
 if __name__ == '__main__':

@@ -48,7 +48,7 @@ def decode_chunk(device: str) -> int:
 
 
 # progress(stage, done, total, preview): stages are 'encode', 'sample', 'decode', 'rank'
-# for imagine and 'expand' for expand; `preview` is an optional PIL image.
+# for imagine, 'expand' for expand and 'load' for `Engine.load`; `preview` is an optional PIL image.
 Progress = Callable[[str, int, int, 'Image.Image | None'], None]
 
 
@@ -103,11 +103,12 @@ class Engine:
         *,
         device: str | None = None,
         dtype: str | None = None,
+        progress: Progress | None = None,
     ) -> Engine:
         """Load every model of a preset. `tiny` is generated on first use; others must be on disk.
 
         `dtype` is the DalleBart compute type: 'float32' (default on CPU), 'bfloat16' (default
-        on GPU) or 'float16'.
+        on GPU) or 'float16'. `progress` hears ('load', done, 5) as each of the five parts is ready.
         """
         chosen = get_preset(preset)
         root = data_dir_from_env(data_dir)
@@ -119,11 +120,22 @@ class Engine:
 
         device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
         dtype = dtype or ('float32' if device == 'cpu' else 'bfloat16')
+
+        def step(done: int) -> None:
+            if progress is not None:
+                progress('load', done, 5, None)
+
+        step(0)
         tokenizer = load_tokenizer(chosen, root)
+        step(1)
         bart_config, bart_params = load_bart(chosen, root)
+        step(2)
         sampler_weights = prepare_sampler_for(bart_config, bart_params, dtype)
+        step(3)
         vqgan = load_vqgan_for(chosen, root, device)
+        step(4)
         clip = load_clip(chosen, root, device)
+        step(5)
         return cls(chosen, root, tokenizer, bart_config, sampler_weights, vqgan, clip, device, dtype)
 
     # ----------------------------------------------------------------------- imagine

@@ -19,8 +19,8 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,15 +34,26 @@ PREVIEW_NAME = 'preview.png'
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file in the same directory and a rename."""
+    """Write bytes to `path` through a temporary file in the same directory and a rename.
+
+    The temporary file is opened with mode 0o666 like any new file, so the user's umask decides who may
+    read the result (`tempfile.mkstemp` would make every output 0600, unreadable to a web server or a
+    second user sharing the data dir).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    while True:
+        tmp = path.parent / f'.{path.name}.{secrets.token_hex(4)}.tmp'
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer's temporary name: draw again
+            continue
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -31,14 +31,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import emoji
 import ftfy
-import numpy as np
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from unidecode import unidecode
 
 from edalle.config import TEXT_TOKEN_COUNT
+
+if TYPE_CHECKING:  # numpy and tokenizers load with the tokenizer: the bot normalises prompts (blocked words) without them
+    import numpy as np
+    from tokenizers import Tokenizer
 
 # BART's special tokens and their ids (`BartConfig`: bos 0, pad 1, eos 2).
 BOS_TOKEN, PAD_TOKEN, EOS_TOKEN, UNK_TOKEN, MASK_TOKEN = '<s>', '<pad>', '</s>', '<unk>', '<mask>'
@@ -194,14 +197,6 @@ def _word_splitter(path: str) -> WordSplitter:
     return WordSplitter.from_file(Path(path))
 
 
-def cached_word_frequencies() -> Path | None:
-    """`enwiki-words-frequency.txt` if the Hugging Face cache already holds it; never downloads."""
-    from huggingface_hub import try_to_load_from_cache  # only here: the rest of the module needs no hub
-
-    found = try_to_load_from_cache('dalle-mini/dalle-mini', WORD_FREQUENCIES_FILENAME)
-    return Path(found) if isinstance(found, str) else None
-
-
 # ---------------------------------------------------------------------------------------
 # Tokenisation
 # ---------------------------------------------------------------------------------------
@@ -247,6 +242,8 @@ class TextTokenizer:
         cls, vocab_path: str | Path, merges_path: str | Path, *, word_frequencies: Path | None = None
     ) -> TextTokenizer:
         """Load a published `vocab.json` + `merges.txt` pair."""
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
         # No unk token: every byte has its own symbol, so BPE never needs one (BART's neither).
         tokenizer = Tokenizer(models.BPE.from_file(str(vocab_path), str(merges_path)))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -284,6 +281,8 @@ class TextTokenizer:
         Too long a text keeps its first `max_length - 2` tokens and still ends in `</s>`,
         which is what `truncation=True` does for a single text.
         """
+        import numpy as np
+
         if max_length < 2:
             raise ValueError(f'max_length must leave room for <s> and </s>, got {max_length}')
         pieces = self._tokenizer.encode(text, add_special_tokens=False).ids
@@ -376,6 +375,8 @@ def write_tiny_tokenizer(directory: Path, vocab_size: int = 512) -> None:
     BART: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, the 256 byte symbols, learnt merges,
     `<mask>` last (id `vocab_size - 1`). The files are the same on every run.
     """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
     byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
     smallest = 4 + len(byte_alphabet) + 1
     if vocab_size < smallest:

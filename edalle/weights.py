@@ -30,25 +30,34 @@ TINY_SEED = 20220710  # E-DALL-E's release date: any fixed number makes the tiny
 
 
 class MissingWeights(FileNotFoundError):
-    """Model files are not in the data directory."""
+    """Model files are not in the data directory; `reason` says why fetching them on first start failed."""
 
-    def __init__(self, preset: ModelSet, missing: list[Path]) -> None:
+    def __init__(self, preset: ModelSet, missing: list[Path], reason: str | None = None) -> None:
         self.preset = preset
         self.missing = missing
         listed = '\n'.join(f'  - {p}' for p in missing)
+        failed = f'Fetching them failed: {reason}\n' if reason else ''
         super().__init__(
-            f"The '{preset.name}' model files are missing:\n{listed}\n"
+            f"The '{preset.name}' model files are missing:\n{listed}\n{failed}"
             f'Fetch them with `edalle models download --preset {preset.name}` (needs internet access to the '
             f'Hugging Face Hub), or bring them by hand and run `edalle models import DIR --preset {preset.name}`. '
             'Try `--preset tiny` to run without any downloads (it draws noise).'
         )
 
 
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
+#: progress(stage, done, total): e.g. ('hash flax_model.msgpack', bytes read, file size), ('load', 2, 3)
+Progress = Callable[[str, int, int], None]
+
+
+def sha256_of(path: Path, chunk_size: int = 1 << 20, progress: Progress | None = None) -> str:
     digest = hashlib.sha256()
+    size, done = path.stat().st_size, 0
     with path.open('rb') as f:
         while block := f.read(chunk_size):
             digest.update(block)
+            done += len(block)
+            if progress is not None:
+                progress(f'hash {path.name}', done, size)
     return digest.hexdigest()
 
 
@@ -70,6 +79,35 @@ def require(preset: Preset, data_dir: Path) -> None:
     missing = preset.missing_files(models_dir(data_dir))
     if missing:
         raise MissingWeights(preset, missing)
+
+
+def fetch_missing(preset_name: str, data_dir: Path, *, allowed: bool, log: Callable[[str], None] = print) -> list[Path]:
+    """What `edalle bot` and `edalle worker` do on first start: fetch a preset whose files are missing.
+
+    Nothing happens when every file is here, or for a generated preset (`tiny`: the engine makes it on first
+    use). With `allowed` False (`--no-download`, `EDALLE_DOWNLOAD=0`) a missing file raises `MissingWeights`
+    at once, as it always did; a download that fails (offline, the hub down) raises it too, with the reason,
+    so the message still names the files and the ways to bring them. Returns the files fetched.
+    """
+    preset = get_model_set(preset_name)
+    root = models_dir(data_dir)
+    missing = [] if preset.generated else preset.missing_files(root)
+    if not missing:
+        return []
+    if not allowed:
+        raise MissingWeights(preset, missing)
+    log(
+        f"The '{preset.name}' model files are missing; fetching them now ({preset.description}; resumable: "
+        'an interrupted download continues where it stopped). `--no-download` or EDALLE_DOWNLOAD=0 refuses instead.'
+    )
+    try:
+        fetched = download(preset_name, data_dir, log=log)
+    except DownloadFailed as exc:
+        raise MissingWeights(preset, preset.missing_files(root), reason=str(exc)) from exc
+    still_missing = preset.missing_files(root)
+    if still_missing:
+        raise MissingWeights(preset, still_missing, reason='the hub did not have every file')
+    return fetched
 
 
 # --------------------------------------------------------------------------- download
@@ -255,7 +293,7 @@ class ImportReport:
     rejected: list[str] = field(default_factory=list)  # one line per file left out: which, and why
 
 
-def import_dir(source: Path, preset_name: str, data_dir: Path) -> ImportReport:
+def import_dir(source: Path, preset_name: str, data_dir: Path, *, progress: Progress | None = None) -> ImportReport:
     """Copy hand-brought files for a preset from `source` (searched recursively) into place.
 
     `flax_model.msgpack` and `config.json` exist for both DalleBart and the VQGAN, so each
@@ -263,7 +301,8 @@ def import_dir(source: Path, preset_name: str, data_dir: Path) -> ImportReport:
     config has `ch_mult`. A taming `last.ckpt` counts as the VQGAN, and open_clip's
     `open_clip_model.safetensors` (or `open_clip_pytorch_model.bin`) as CLIP. An upscaler's
     weights are found by their file name (`RealESRGAN_x4plus.pth`). A file whose published
-    hash is pinned and differs is not copied, and is listed in `rejected`.
+    hash is pinned and differs is not kept, and is listed in `rejected`. Each file is hashed while it is
+    copied (one read of a multi-gigabyte file, not two) and lands under its name only when complete.
     """
     preset = get_model_set(preset_name)
     if not source.is_dir():
@@ -282,14 +321,30 @@ def import_dir(source: Path, preset_name: str, data_dir: Path) -> ImportReport:
             src = directory / name
             if not src.is_file():
                 continue
-            sha256 = sha256_of(src)
+            partial = target / f'.{name}{PARTIAL_SUFFIX}'
+            sha256 = _copy_hashing(src, partial, progress)
             if name in pinned and sha256 != pinned[name]:
+                partial.unlink()
                 rejected.append(f'{src}: sha256 {sha256[:12]}… is not the published file’s {pinned[name][:12]}…')
                 continue
-            shutil.copyfile(src, target / name)
+            partial.replace(target / name)
             record_in_manifest(target, name, sha256, f'import:{src}')
             copied.append(target / name)
     return ImportReport(copied, preset.missing_files(root), rejected)
+
+
+def _copy_hashing(src: Path, dst: Path, progress: Progress | None, chunk_size: int = 1 << 20) -> str:
+    """Copy `src` to `dst` and return its SHA-256, reading it once."""
+    digest = hashlib.sha256()
+    size, done = src.stat().st_size, 0
+    with src.open('rb') as reader, dst.open('wb') as writer:
+        while block := reader.read(chunk_size):
+            digest.update(block)
+            writer.write(block)
+            done += len(block)
+            if progress is not None:
+                progress(f'copy {src.name}', done, size)
+    return digest.hexdigest()
 
 
 def _importable_names(component: Component) -> list[str]:
@@ -334,7 +389,7 @@ class Check:
     detail: str
 
 
-def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True) -> list[Check]:
+def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True, progress: Progress | None = None) -> list[Check]:
     """Check presence, recorded (and pinned) hashes and (optionally) tensor shapes of a preset's files."""
     preset = get_model_set(preset_name)
     root = models_dir(data_dir)
@@ -350,22 +405,22 @@ def verify(preset_name: str, data_dir: Path, *, check_shapes: bool = True) -> li
                 continue
             recorded = manifest.get(hub_file.local_name)
             if hub_file.sha256 is not None:
-                sha256 = sha256_of(path)
+                sha256 = sha256_of(path, progress=progress)
                 ok = sha256 == hub_file.sha256
                 detail = 'matches the published file' if ok else 'is not the published file'
                 checks.append(Check(path, ok, f'sha256 {sha256[:12]}… {detail}'))
             elif recorded is None:
                 checks.append(Check(path, True, 'present (no recorded hash: generated or copied by hand)'))
-            elif sha256_of(path) != recorded['sha256']:
+            elif sha256_of(path, progress=progress) != recorded['sha256']:
                 checks.append(Check(path, False, f'hash differs from the one recorded at {recorded["source"]}'))
             else:
                 checks.append(Check(path, True, f'sha256 {recorded["sha256"][:12]}… matches'))
     if check_shapes and all(c.ok for c in checks):
-        checks.extend(_shape_checks(preset, data_dir))
+        checks.extend(_shape_checks(preset, data_dir, progress))
     return checks
 
 
-def _shape_checks(preset: ModelSet, data_dir: Path) -> list[Check]:
+def _shape_checks(preset: ModelSet, data_dir: Path, progress: Progress | None = None) -> list[Check]:
     """Load each network's weights against its config; loaders raise on any shape mismatch.
 
     An upscaler has no config: spandrel recognises its architecture from the state dict, and
@@ -385,7 +440,9 @@ def _shape_checks(preset: ModelSet, data_dir: Path) -> list[Check]:
         if component.kind == 'upscale':
             loaders.append((component, lambda c=component: _check_upscaler(c, root)))
     checks = []
-    for component, loader in loaders:
+    for done, (component, loader) in enumerate(loaders):
+        if progress is not None:
+            progress('load', done, len(loaders))
         try:
             detail = loader()
             checks.append(
@@ -393,6 +450,8 @@ def _shape_checks(preset: ModelSet, data_dir: Path) -> list[Check]:
             )
         except Exception as exc:  # report every component, not just the first failure
             checks.append(Check(component.path(root), False, f'does not load: {exc}'))
+    if progress is not None:
+        progress('load', len(loaders), len(loaders))
     return checks
 
 

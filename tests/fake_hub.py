@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import threading
 from collections.abc import Iterator
@@ -209,6 +210,29 @@ class FakeHub:
         handler.end_headers()
         if handler.command != 'HEAD':
             handler.wfile.write(data)
+
+
+def mini_preset_files(big: int = 300_000) -> dict[tuple[str, str], bytes]:
+    """Every file of the mini preset, as seeded random bytes: small text files in git, weights in LFS.
+
+    Right names and hashes, wrong contents: enough for downloading, resuming and verifying by hash,
+    not for loading into a model.
+    """
+    from edalle.presets import get_preset
+
+    rng = random.Random(1)
+    files = {}
+    for component in get_preset('mini').components:
+        for hub_file in component.files:
+            name = hub_file.filename
+            if name == 'config.json':
+                content = json.dumps({'repo': hub_file.repo_id, 'seed': rng.random()}).encode()
+            elif name.endswith(('.msgpack', '.safetensors')):
+                content = rng.randbytes(big + rng.randrange(1000))
+            else:
+                content = rng.randbytes(2_000)
+            files[hub_file.repo_id, name] = content
+    return files
 
 
 @contextmanager

@@ -139,8 +139,12 @@ def test_first_run_problems_each_get_one_clear_message(fake_discord_server: Thre
     code, text = run_bot({})
     assert code == 2 and 'DISCORD_TOKEN is not set' in text and '.env' in text and 'Traceback' not in text
 
-    code, text = run_bot({**server.env, 'EDALLE_PRESET': 'mini'})
+    code, text = run_bot({**server.env, 'EDALLE_PRESET': 'mini', 'EDALLE_DOWNLOAD': '0'})
     assert code == 2 and 'edalle models download --preset mini' in text and 'Traceback' not in text
+
+    code, text = run_bot({**server.env, 'EDALLE_PRESET': 'mini', 'HF_HUB_OFFLINE': '1'})  # fetching on first start fails
+    assert code == 2 and 'Fetching them failed' in text and 'offline mode is on' in text and 'Traceback' not in text
+    assert 'edalle models import DIR --preset mini' in text and '--no-worker' in text
 
     code, text = run_bot({**server.env, 'DISCORD_TOKEN': 'not-the-token', 'EDALLE_WORKER': '0'})
     assert code == 2 and 'refused the bot token' in text and 'Reset Token' in text and 'Traceback' not in text

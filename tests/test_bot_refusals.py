@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from discord_fake import FakeDiscord, FakeMessage, Permissions, run, running_bot, running_fake
+from discord_fake import FakeDiscord, FakeDiscordError, FakeMessage, Permissions, run, running_bot, running_fake
 
 from bot.bot import EDalleBot
 from bot.settings import Settings
@@ -66,9 +66,12 @@ def test_admin_limits_quota_and_refused_admin_commands(tmp_path: Path, discord_e
             log = await bot.store.audit_log(guild)
             assert [(e.actor_id, e.key, e.new_value) for e in log] == [(fake.moderator.id, 'daily_imagines', 1)]
 
-            await fake.invoke_slash('admin show', {}, fake.alice)
-            refusal = await fake.wait_for_message(None, ephemeral=True)
-            assert "Only this server's bot admins" in refusal.content
+            # /admin is not even listed for members who cannot manage the server (default_permissions)
+            with pytest.raises(FakeDiscordError, match='lacks the permissions /admin requires'):
+                await fake.invoke_slash('admin show', {}, fake.alice)
+            admin = fake.synced_command('admin', guild=fake.guild)
+            assert admin is not None and int(admin['default_member_permissions']) == Permissions.MANAGE_GUILD
+            assert admin['contexts'] == [0]  # in servers only, never in DMs
 
             first = await say(fake, fake.alice, '.imagine a lighthouse')
             assert 'queued' in first.content
@@ -146,9 +149,10 @@ def test_prompts_ratios_and_unknown_things(tmp_path: Path, discord_errors: Any, 
             assert (await bot.store.quota(fake.guild.id, fake.alice.id)).imagines_used == 0  # cancelled: not charged
             answer = await say(fake, fake.alice, '.info')
             assert '25 of 25 imagines' in answer.content
-            await fake.invoke_slash('expand', {'ratio': '10:1'}, fake.alice)
-            private = await fake.wait_for_message(None, ephemeral=True)
-            assert 'out of range' in private.content and '16:9' in private.content
+            with pytest.raises(FakeDiscordError, match='not a choice'):  # /expand offers only the ratios it can do
+                await fake.invoke_slash('expand', {'ratio': '10:1'}, fake.alice)
+            answer = await say(fake, fake.alice, '.expand 10:1')  # typed, it is checked with examples
+            assert 'out of range' in answer.content and '16:9' in answer.content
             await fake.invoke_slash('expand', {}, fake.bob)
             private = await fake.wait_for_message(None, ephemeral=True)
             assert 'nothing to expand' in private.content

@@ -24,9 +24,9 @@ from bot.cogs import imagine as imagine_cog
 from bot.cogs.expand import EXPAND, RATIOS
 from bot.cogs.imagine import PICK, REROLL, grid_view
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
-from bot.launcher import NO_TOKEN, preflight
+from bot.launcher import NO_TOKEN, NO_WORKER_LIBRARIES, preflight
 from bot.operations import picture_view
-from bot.settings import Settings, SettingsError, read_env_file
+from bot.settings import Settings, SettingsError
 from bot.supervisor import Backoff, WorkerSupervisor, worker_env_with_threads, worker_threads
 from bot.utils import custom_ids
 from bot.utils.images import fit_bytes, upload_limit
@@ -110,7 +110,10 @@ def test_message_target_reads_the_job_behind_a_message() -> None:
 # -- settings -----------------------------------------------------------------------------------------------
 
 
-def test_env_file_reader(tmp_path: Path) -> None:
+def test_settings_from_a_dotenv_file(tmp_path: Path) -> None:
+    """`.env` is read by python-dotenv (`edalle.startup.load_env_file`): comments, `export`, quotes, empty values."""
+    from dotenv import dotenv_values
+
     env = tmp_path / '.env'
     env.write_text(
         textwrap.dedent(
@@ -119,22 +122,24 @@ def test_env_file_reader(tmp_path: Path) -> None:
             DISCORD_TOKEN=abc.def  # trailing comment
             export EDALLE_PREFIX='!'
             EDALLE_WORKER_ARGS="--batch 4 --lease-seconds 30"
-            EMPTY=
-            not a line
+            EDALLE_WORKER=
             """
         )
     )
-    values = read_env_file(env)
+    values = {key: value or '' for key, value in dotenv_values(env).items()}
     assert values == {
         'DISCORD_TOKEN': 'abc.def',
         'EDALLE_PREFIX': '!',
         'EDALLE_WORKER_ARGS': '--batch 4 --lease-seconds 30',
-        'EMPTY': '',
+        'EDALLE_WORKER': '',
     }
     settings = Settings.from_env(values)
     assert settings.prefix == '!' and settings.worker_args == ('--batch', '4', '--lease-seconds', '30')
-    assert settings.database == Path('data') / 'edalle.db' and settings.run_worker
+    assert settings.database == Path('data') / 'edalle.db' and settings.run_worker  # empty: the default
+    assert settings.download and settings.text_commands
     assert 'abc.def' not in repr(settings)
+    refusing = Settings.from_env({'EDALLE_DOWNLOAD': '0', 'EDALLE_TEXT_COMMANDS': 'off'})
+    assert not refusing.download and not refusing.text_commands
 
 
 def test_bad_settings_name_the_variable() -> None:
@@ -146,12 +151,22 @@ def test_bad_settings_name_the_variable() -> None:
         Settings.from_env({'EDALLE_SYNC_COMMANDS': 'sometimes'})
 
 
-def test_preflight_names_the_fix(tmp_path: Path) -> None:
+def test_preflight_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert preflight(Settings(token='')) == NO_TOKEN
-    problem = preflight(Settings(token='x', data_dir=tmp_path, preset='mini'))
+    # missing files are fetched on first start; with --no-download they are the problem, named with the fix
+    assert preflight(Settings(token='x', data_dir=tmp_path, preset='mini')) is None
+    problem = preflight(Settings(token='x', data_dir=tmp_path, preset='mini', download=False))
     assert problem is not None and 'edalle models download --preset mini' in problem and '--no-worker' in problem
-    assert preflight(Settings(token='x', data_dir=tmp_path, preset='mini', run_worker=False)) is None
-    assert preflight(Settings(token='x', data_dir=tmp_path, preset='tiny')) is None  # generated on first use
+    assert preflight(Settings(token='x', data_dir=tmp_path, preset='mini', run_worker=False, download=False)) is None
+    assert preflight(Settings(token='x', data_dir=tmp_path, preset='tiny', download=False)) is None  # generated
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'torch' else real(name, *a))
+    problem = preflight(Settings(token='x', data_dir=tmp_path, preset='tiny'))
+    assert problem == NO_WORKER_LIBRARIES.format(missing='torch') and ".[worker]'" in problem
+    assert preflight(Settings(token='x', data_dir=tmp_path, preset='tiny', run_worker=False)) is None
 
 
 # -- prompts and ratios -------------------------------------------------------------------------------------

@@ -14,10 +14,16 @@ from edalle.engine import Engine
 from edalle.operations.base import RequestError
 from edalle.operations.imagine import ImagineRequest
 
+LOADING: list[tuple[str, int, int]] = []  # what the module's engine reported while it loaded
+
 
 @pytest.fixture(scope='module')
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine.load('tiny', tmp_path_factory.mktemp('data'))
+    return Engine.load('tiny', tmp_path_factory.mktemp('data'), progress=lambda s, d, t, p=None: LOADING.append((s, d, t)))
+
+
+def test_loading_reports_each_part_as_it_is_ready(engine: Engine) -> None:
+    assert LOADING == [('load', done, 5) for done in range(6)]  # tokenizer, DalleBart, its sampler copy, VQGAN, CLIP
 
 
 def test_imagine_ranks_candidates_best_first_and_is_reproducible(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""The classic method against EDALLE_SPEC: settings, restoration weights, clamp, loop invariants.
+"""The classic method against the original notebook: settings, restoration weights, clamp, loop invariants.
 
 Loops run on a 4×4-token (64 px) source with the tiny VQGAN and CLIP so they stay quick;
 the method is size-agnostic, the 256-px source only changes the numbers.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _no_models(*args: object) -> None:
         (['--steps', '0'], 'steps must be between'),
         (['--seed', '-1'], 'seed must be'),
         (['--out', 'result.gif'], '--out must end'),
-        (['--preset', 'huge'], 'Unknown preset'),
+        (['--preset', 'huge'], "invalid choice: 'huge'"),
     ],
 )
 def test_input_errors(
@@ -93,7 +94,7 @@ def test_expand_a_manifest_candidate_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     models = (VQGAN.random(VQGAN_CONFIGS['tiny'], 0), ClipModel.build_tiny(0))
-    monkeypatch.setattr(expand_cli, 'load_models', lambda preset, data_dir: models)
+    monkeypatch.setattr(expand_cli, 'load_models', lambda preset, data_dir, progress=None: models)
     import edalle.expander.api as api
 
     monkeypatch.setattr(api, 'DefaultSettings', _Quick)
@@ -115,3 +116,11 @@ def test_expand_a_manifest_candidate_end_to_end(
         assert image.size == (512, 256)
         assert np.array_equal(np.asarray(image.convert('RGB'))[:, 128:384], np.full((256, 256, 3), (1, 2, 3)))
     assert '512×256' in capsys.readouterr().out
+
+
+def test_without_out_the_picture_is_named_after_its_source_and_ratio() -> None:
+    """Like `imagine`'s folders: `out/<time>-<source>-<ratio>.png`, never overwriting an earlier run."""
+    from_manifest = expand_cli.default_out(Path('out/20240101-000000-a-fox/manifest.json'), '16:9').as_posix()
+    assert re.fullmatch(r'out/\d{8}-\d{6}-20240101-000000-a-fox-16x9\.png', from_manifest), from_manifest
+    from_picture = expand_cli.default_out(Path('photos/beach.jpg'), '9x16').as_posix()
+    assert re.fullmatch(r'out/\d{8}-\d{6}-beach-9x16\.png', from_picture), from_picture

@@ -99,7 +99,7 @@ def test_the_migrations_are_read_from_the_top_level_folder() -> None:
 def test_the_wheel_carries_every_module_and_every_migration(tmp_path: Path) -> None:
     """`pip install .` (and the Docker image) get what an editable install reads from the repository."""
     source = tmp_path / 'source'  # a copy: building in place would leave build/ and *.egg-info in the repository
-    for name in ('pyproject.toml', 'README.md'):
+    for name in ('pyproject.toml', 'README.md', 'LICENSE'):
         source.mkdir(exist_ok=True)
         shutil.copy(REPO / name, source / name)
     for folder in ('edalle', 'bot', 'migrations'):
@@ -118,3 +118,6 @@ def test_the_wheel_carries_every_module_and_every_migration(tmp_path: Path) -> N
     modules = {p.relative_to(REPO).as_posix() for package in ('edalle', 'bot') for p in (REPO / package).rglob('*.py')}
     assert modules <= names, modules - names
     assert 'edalle/migrations/__init__.py' in names and not any(n.startswith('migrations/') for n in names)
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
+    assert 'License-Expression: MIT' in metadata and any(n.endswith('.dist-info/licenses/LICENSE') for n in names)
+    assert "Provides-Extra: worker" in metadata and 'Requires-Dist: torch>=2.4; extra == "worker"' in metadata

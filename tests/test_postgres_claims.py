@@ -2,7 +2,7 @@
 the server's clock, concurrent migrations. Each claimer is a store of its own (its own connections),
 as separate worker hosts would be.
 
-The headline test is SCALE_OUT.md §4's: 8 claimers taking batches of 3 from 1,000 jobs, repeated, with
+The headline test: 8 claimers taking batches of 3 from 1,000 jobs, repeated, with
 zero duplicates and zero lost. A control run of the same test with the eligibility check removed from
 the FOR UPDATE level shows the test does catch that bug.
 """
@@ -88,7 +88,7 @@ def test_eight_claimers_batches_of_three_1000_jobs_no_duplicates_none_lost(pg_se
 
 
 class ClaimWithoutTheLockLevelCheck(PostgresJobStore):
-    """The bug of SCALE_OUT.md §4: eligibility tested only inside the ranking CTE (an old snapshot)."""
+    """The bug `edalle/jobs/postgres.py` guards against: eligibility tested only inside the ranking CTE (an old snapshot)."""
 
     def _claim_query(self, caps):
         query, params = super()._claim_query(caps)

@@ -103,7 +103,7 @@ def test_round_robin_across_users(backend):
         batch = await store.claim('w', WorkerCaps(('imagine:tiny:',), max_batch=4), LEASE)
         return sorted(job.user_id for job in batch)
 
-    assert run(body, backend) == [1, 1, 2, 3]  # SCALE_OUT §7.5: {A, A, B, C}, not A's first four
+    assert run(body, backend) == [1, 1, 2, 3]  # one per user per rank: {A, A, B, C}, not A's first four
 
 
 def test_another_users_job_starts_within_one_slot_of_a_long_queue(backend):

@@ -493,12 +493,6 @@ def test_tolerant_unpickler_runs_nothing(tmp_path):
     assert loaded['ok'] == [1, 2] and 'pathlib' in repr(loaded['x'])
 
 
-def test_simple_yaml_agrees_with_pyyaml():
-    yaml = pytest.importorskip('yaml')
-    text = TAMING_YAML.format(**VQGAN_CONFIGS['f16_16384'].to_json_dict())
-    assert vqgan_checkpoint.simple_yaml(text) == yaml.safe_load(text)
-
-
 def test_taming_yaml_gives_the_published_config(tmp_path):
     (tmp_path / 'model.yaml').write_text(TAMING_YAML.format(**VQGAN_CONFIGS['f16_16384'].to_json_dict()))
     assert vqgan_checkpoint.taming_config_from_yaml(tmp_path / 'model.yaml') == VQGAN_CONFIGS['f16_16384']

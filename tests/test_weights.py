@@ -46,9 +46,12 @@ def hand_brought(root: Path) -> Path:
 
 def test_import_classifies_directories_by_their_config(tmp_path: Path) -> None:
     source = hand_brought(tmp_path / 'usb')
-    report = import_dir(source, 'mini', tmp_path / 'data')
+    seen: list[tuple[str, int, int]] = []
+    report = import_dir(source, 'mini', tmp_path / 'data', progress=lambda *event: seen.append(event))
     assert report.missing == []
+    assert ('copy open_clip_model.safetensors', 12, 12) in seen and len(seen) == 7  # one event per small file
     root = models_dir(tmp_path / 'data')
+    assert not [p.name for p in root.rglob('*') if p.name.endswith('.incomplete')]  # copies land under their names
     assert (root / 'dalle-mini' / 'flax_model.msgpack').read_bytes() == b'dalle flax_model.msgpack'
     assert (root / 'vqgan_imagenet_f16_16384' / 'flax_model.msgpack').read_bytes() == b'vqgan weights'
     assert (root / 'clip-vit-b-32-openai' / 'open_clip_model.safetensors').is_file()
@@ -66,8 +69,10 @@ def test_import_reports_what_is_still_missing(tmp_path: Path) -> None:
 
 def test_verify_detects_a_changed_file(tmp_path: Path) -> None:
     import_dir(hand_brought(tmp_path / 'usb'), 'mini', tmp_path / 'data')
-    checks = verify('mini', tmp_path / 'data', check_shapes=False)
+    seen: list[tuple[str, int, int]] = []
+    checks = verify('mini', tmp_path / 'data', check_shapes=False, progress=lambda *event: seen.append(event))
     assert all(c.ok for c in checks) and len(checks) == 7
+    assert ('hash flax_model.msgpack', 13, 13) in seen  # the VQGAN's, 13 bytes
     target = models_dir(tmp_path / 'data') / 'dalle-mini' / 'vocab.json'
     target.write_bytes(b'truncated')
     bad = [c for c in verify('mini', tmp_path / 'data', check_shapes=False) if not c.ok]
@@ -86,8 +91,10 @@ def test_tiny_preset_is_generated_identically_and_verifies(tmp_path: Path) -> No
     assert len(names) == 7  # tokenizer and DalleBart (4), VQGAN, CLIP, the ×4 upscaler
     for name in names:
         assert sha256_of(models_dir(tmp_path / 'a') / name) == sha256_of(models_dir(tmp_path / 'b') / name), name
-    checks = verify('tiny', tmp_path / 'a')
+    loading: list[tuple[str, int, int]] = []
+    checks = verify('tiny', tmp_path / 'a', progress=lambda *event: loading.append(event))
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    assert loading == [('load', done, 4) for done in range(5)]  # DalleBart, VQGAN, CLIP, the upscaler
     assert sum('shapes match' in c.detail for c in checks) == 3
     assert [c.detail for c in checks if c.path.name == 'upscale'] == ['spandrel loads it as a ×4 ESRGAN network']
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_hub import FakeFile, FakeHub, serve
+from fake_hub import FakeFile, FakeHub, mini_preset_files, serve
 
 from edalle.presets import get_preset
 from edalle.weights import MANIFEST, PARTIAL_SUFFIX, models_dir
@@ -38,27 +38,10 @@ VQGAN_WEIGHTS = ('dalle-mini/vqgan_imagenet_f16_16384', 'flax_model.msgpack')
 pytestmark = pytest.mark.timeout(120)
 
 
-def _mini_files(big: int = 300_000) -> dict[tuple[str, str], bytes]:
-    """Every file of the mini preset, as seeded random bytes: small text files in git, weights in LFS."""
-    rng = random.Random(1)
-    files = {}
-    for component in get_preset('mini').components:
-        for hub_file in component.files:
-            name = hub_file.filename
-            if name == 'config.json':
-                content = json.dumps({'repo': hub_file.repo_id, 'seed': rng.random()}).encode()
-            elif name.endswith(('.msgpack', '.safetensors')):
-                content = rng.randbytes(big + rng.randrange(1000))
-            else:
-                content = rng.randbytes(2_000)
-            files[hub_file.repo_id, name] = content
-    return files
-
-
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
     fake = FakeHub()
-    for (repo_id, filename), content in _mini_files().items():
+    for (repo_id, filename), content in mini_preset_files().items():
         fake.add(repo_id, filename, content)
     with serve(fake):
         yield fake
@@ -205,7 +188,9 @@ def test_an_interrupted_download_resumes_where_it_stopped_on_the_next_run(
     weights = _big_dalle_weights(hub)
     release = threading.Event()
     stalled = hub.stall_after(weights, CHUNK + 100_000, release)
-    env = _env(tmp_path, hub.url)
+    # The stall must outlast the test's wait, not the client's read timeout (10 s): on a busy machine the client
+    # would otherwise give up, resume on its own and finish before the Ctrl-C this test is about.
+    env = _env(tmp_path, hub.url, HF_HUB_DOWNLOAD_TIMEOUT='60')
     proc = subprocess.Popen(
         _command(data_dir, 'download', '--preset', 'mini'),
         env=env,

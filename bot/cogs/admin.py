@@ -61,6 +61,10 @@ class Admin(commands.Cog):
         await self.bot.store.set_setting(ctx.guild.id, key, value, actor_id=ctx.author.id, reason=reason)
 
     @commands.hybrid_group(name='admin', fallback='show')
+    # /admin is listed only for members who can manage the server, and never in DMs; a server can widen
+    # that in Server Settings → Integrations (e.g. for the `.admin role`). The cog check still decides.
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     async def admin(self, ctx: commands.Context[EDalleBot]) -> None:
         """Show this server's limits and settings."""
         assert ctx.guild is not None

@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 WIDE_EMOJI = '↔️'
 TALL_EMOJI = '↕️'
 _LOOKS_LIKE_RATIO = re.compile(r'^\d+(\.\d+)?\s*[:x×/]\s*\d+(\.\d+)?$', re.IGNORECASE)
+#: /expand's ratio option: the buttons' two ratios, then the select's (Discord offers only these)
+RATIO_CHOICES = [
+    app_commands.Choice(name=f'{width}:{height} {label}', value=f'{width}:{height}')
+    for width, height, label in ((*WIDE, 'wide'), (*TALL, 'tall'), *OTHER_RATIOS)
+]
 
 #: a ratio button under a picture: expand picture `index` of job `job_id`
 EXPAND = Action('expand', JOB, INDEX, RATIO, owner=__name__)
@@ -371,8 +376,9 @@ class Expand(OperationCog):
         )
 
     @app_commands.command(name='expand')
+    @app_commands.choices(ratio=RATIO_CHOICES)
     @app_commands.describe(
-        ratio='Target aspect ratio, e.g. 16:9, 9:16, 21:9, 4:3 (default 16:9)',
+        ratio='Target aspect ratio (default 16:9, wide)',
         prompt='What the new sides should show (default: the original prompt)',
         job='The job whose picture to expand (default: your latest one with a 256×256 picture)',
         candidate='Which picture of that job, 1–9 (default 1, the best)',
@@ -381,26 +387,27 @@ class Expand(OperationCog):
     async def expand_slash(
         self,
         interaction: discord.Interaction,
-        ratio: str = '16:9',
+        ratio: app_commands.Choice[str] | None = None,
         prompt: str | None = None,
         job: int | None = None,
         candidate: app_commands.Range[int, 1, 9] = 1,
         image: discord.Attachment | None = None,
     ) -> None:
         """Widen one of your pictures, or an image you attach, to another aspect ratio."""
-        check_ratio(ratio)
+        target = ratio.value if ratio is not None else f'{WIDE[0]}:{WIDE[1]}'
+        check_ratio(target)
         if image is not None:
             await interaction.response.defer(ephemeral=True, thinking=True)  # the download may take a moment
             name = await self.start_upload_expand(
                 user=interaction.user,
                 guild=interaction.guild,
                 channel=interaction.channel,  # type: ignore[arg-type]
-                ratio=ratio,
+                ratio=target,
                 prompt=prompt,
                 key=f'ia:{interaction.id}',
                 attachment=image,
             )
-            await interaction.edit_original_response(content=f'Expanding `{name.replace("`", "")}` to {ratio}.')
+            await interaction.edit_original_response(content=f'Expanding `{name.replace("`", "")}` to {target}.')
             return
         if job is None:
             mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
@@ -417,11 +424,11 @@ class Expand(OperationCog):
             channel=interaction.channel,  # type: ignore[arg-type]
             job_id=job,
             index=candidate - 1,
-            ratio=ratio,
+            ratio=target,
             prompt=prompt,
             key=f'ia:{interaction.id}',
         )
-        await interaction.edit_original_response(content=f'Expanding job #{job}, candidate {candidate}, to {ratio}.')
+        await interaction.edit_original_response(content=f'Expanding job #{job}, candidate {candidate}, to {target}.')
 
     async def find_target(self, ctx: commands.Context[EDalleBot]) -> Target:
         """The picture a text command means, in `TARGET_ORDER`; a grid means its best candidate."""

@@ -1,4 +1,8 @@
-"""The original E-DALL-E expander, step for step (EDALLE_SPEC §4–§7, §12): the baseline.
+"""The original E-DALL-E expander, step for step: the baseline.
+
+The original is `E_DALL_E_Image_Expander.ipynb` of github.com/robgon-art/e-dall-e (July 2022, CC BY-SA 4.0,
+so it is re-implemented from its behaviour, not copied), itself Katherine Crowson's VQGAN+CLIP "z+quantize"
+notebook (MIT) with kornia augmentations, wrapped to pad the canvas and hold the centre.
 
 1. Edge-fill the canvas (8-px row colours, 32-px cross-fade inside the source), encode it
    with the VQGAN and quantise: z0, and z = z0 is the variable, centre included.

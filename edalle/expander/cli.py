@@ -1,4 +1,4 @@
-"""`edalle expand SRC --ratio 16:9 [--prompt TEXT] [--steps N] [--method default|classic] [--seed S] --out FILE`.
+"""`edalle expand SRC --ratio 16:9 [--prompt TEXT] [--steps N] [--method default|classic] [--seed S] [--out FILE]`.
 
 Everything the user typed (ratio, source file, steps, seed, output name) is checked before
 any model loads, so mistakes fail in a second with a message that says what to change.
@@ -8,6 +8,7 @@ Only the VQGAN and CLIP of the preset are loaded; the DalleBart is not needed to
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import replace
@@ -24,7 +25,7 @@ def run_expand(args: argparse.Namespace, bars_cls: Any) -> int:
     from edalle.expander.api import ExpandRequest, expand, prepare
     from edalle.expander.sources import load_source
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out is not None else default_out(Path(args.source), args.ratio)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ExpandError(f'--out must end in .png, .webp or .jpg (got {out.name!r}).')
     if out.is_dir():
@@ -51,7 +52,8 @@ def run_expand(args: argparse.Namespace, bars_cls: Any) -> int:
         print('note: no prompt; the picture alone guides the new sides (give --prompt to steer them).', file=sys.stderr)
 
     started = time.perf_counter()
-    vqgan, clip = load_models(preset, args.data_dir)
+    with bars_cls() as bars:
+        vqgan, clip = load_models(preset, args.data_dir, progress=bars.update)
     load_seconds = time.perf_counter() - started
     with bars_cls() as bars:
         result = expand(vqgan, clip, request, progress=bars.update)
@@ -62,6 +64,13 @@ def run_expand(args: argparse.Namespace, bars_cls: Any) -> int:
         f'seed {result.seed}, {seconds:.1f} s + {load_seconds:.1f} s loading)'
     )
     return 0
+
+
+def default_out(source: Path, ratio: str) -> Path:
+    """Like `imagine`'s: `out/<time>-<source name>-<W>x<H>.png`, so a run never overwrites an earlier one."""
+    stem = source.parent.name if source.name == 'manifest.json' else source.stem
+    shape = re.sub(r'[^0-9]+', 'x', ratio.strip()).strip('x') or 'ratio'
+    return Path('out') / f'{time.strftime("%Y%m%d-%H%M%S")}-{stem or "source"}-{shape}.png'
 
 
 def _preset(name: str) -> Any:
@@ -80,8 +89,10 @@ def _same_vqgan(source_preset: str, preset: Any) -> bool:
     return other is not None and other.vqgan == preset.vqgan and other.vqgan_files == preset.vqgan_files
 
 
-def load_models(preset: Any, data_dir: str | Path | None) -> tuple[Any, Any]:
-    """The preset's VQGAN and CLIP on the best device (the tiny preset is generated on first use)."""
+def load_models(preset: Any, data_dir: str | Path | None, progress: Any = None) -> tuple[Any, Any]:
+    """The preset's VQGAN and CLIP on the best device (the tiny preset is generated on first use).
+
+    `progress(stage, done, total, preview)` hears ('load', done, 2) as each model is ready."""
     import torch
 
     from edalle.loading import load_clip, load_vqgan_for
@@ -96,7 +107,13 @@ def load_models(preset: Any, data_dir: str | Path | None) -> tuple[Any, Any]:
     if missing:
         raise MissingWeights(preset, missing)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return load_vqgan_for(preset, root, device), load_clip(preset, root, device)
+    step = progress or (lambda stage, done, total, preview=None: None)
+    step('load', 0, 2, None)
+    vqgan = load_vqgan_for(preset, root, device)
+    step('load', 1, 2, None)
+    clip = load_clip(preset, root, device)
+    step('load', 2, 2, None)
+    return vqgan, clip
 
 
 def _save(image: Any, out: Path) -> None:

@@ -1,10 +1,11 @@
 """Square views of the canvas that CLIP looks at, with their augmentations.
 
-`ClassicCutouts` is the original's `MakeCutouts` (EDALLE_SPEC §6.2) step for step: a Python
-loop of random squares of 224–255 px, each resampled on its own (Lanczos-2 prefilter, then
-bicubic), then five kornia augmentations and per-cutout noise. Its squares are placed
-uniformly among the positions that fit, so the canvas's outer columns are almost never seen
-(0.5 % for x = 0 on 448 × 256, §13.7).
+`ClassicCutouts` is the original E-DALL-E notebook's `MakeCutouts` (from Katherine Crowson's
+VQGAN+CLIP) step for step: a Python loop of random squares of 224–255 px, each resampled on
+its own (Lanczos-2 prefilter, then bicubic), then five kornia augmentations and per-cutout
+noise. Its squares are placed uniformly among the positions that fit, so the canvas's outer
+columns are almost never seen (0.5 % for x = 0 on 448 × 256;
+`tests/test_expander_cutouts.py` measures it).
 
 `EvenCutouts` is the default method's: every view is one affine-plus-perspective map from
 the canvas, so crop, resize, flip, rotation and perspective are a single `grid_sample` for

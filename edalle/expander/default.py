@@ -1,4 +1,4 @@
-"""The default method: E-DALL-E's idea, rebuilt around its weaknesses (EDALLE_SPEC §13), on any canvas.
+"""The default method: E-DALL-E's idea, rebuilt around its weaknesses, on any canvas.
 
 `run_canvas` optimises the free cells of a `Canvas` (edalle/expander/canvas.py): new cells around
 a source (a ratio, zoom, pan, square: mode 'extend'), a region inside it ('repaint'), or all of

@@ -1,13 +1,13 @@
 """First guesses for the new sides, before any optimisation.
 
-`edge_fill` is the original's initialisation (EDALLE_SPEC §4), reproduced with the same PIL
+`edge_fill` is the original E-DALL-E notebook's initialisation, reproduced with the same PIL
 operations so its numbers match: each new band is one colour per row, the antialiased
 BILINEAR mean of the source's 8 outermost pixels on that row, and the source's own outer
 32 px are cross-faded into that colour. Tall canvases are the exact transpose.
 
 `soft_mirror_fill` is the default method's initialisation for new cells around a source. The
-original's per-row colour gives horizontal streaks that 200 low-lr steps often fail to remove
-(§13.6). A mirror image of the source, blurred to token scale, carries the same colours plus the
+original's per-row colour gives horizontal streaks that 200 low-lr steps often fail to remove.
+A mirror image of the source, blurred to token scale, carries the same colours plus the
 coarse 2-D layout (a horizon stays a horizon, a dark corner stays dark) without duplicating sharp
 objects, and it leaves the source itself untouched. `region_fill` is a repaint's 'remove' start:
 the region filled with a blur of what surrounds it.

@@ -5,7 +5,7 @@ picture (16×16 tokens for a DALL·E mini candidate) sits on token boundaries. N
 added in equal numbers on both sides of one axis (left/right for a wide target, top/bottom
 for a tall one), so the picture stays centred.
 
-Differences from the original (EDALLE_SPEC §3, §13.12), all deliberate:
+Differences from the original E-DALL-E notebook's geometry, all deliberate:
 - the ratio string must be exactly `W:H` (or `WxH`, `W/H`); anything else is an error that
   lists valid examples, where the original silently ignored it or mis-read "16:9 (taller)"
   as a wide 16:9;

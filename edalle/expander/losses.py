@@ -1,6 +1,6 @@
 """The CLIP objective: squared spherical distance between embeddings, and a clamp that lets gradients back in.
 
-Both are what VQGAN+CLIP (and so E-DALL-E) uses (EDALLE_SPEC §5.4, §6.3); the default method
+Both are what Katherine Crowson's VQGAN+CLIP (and so E-DALL-E) uses; the default method
 reuses them, so the two methods differ in what they look at, not in what they measure.
 """
 

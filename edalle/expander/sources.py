@@ -16,11 +16,14 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from edalle.expander.errors import SourceError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SOURCE_SIDE = 256  # DALL·E mini's picture size: 16 × 16 tokens of 16 px
 TOKEN_PX = 16  # a source's sides are whole VQGAN tokens
@@ -55,6 +58,8 @@ def load_source(path: Path, index: int = 1, *, keep_aspect: bool = False) -> Sou
 
 
 def load_candidate(manifest_path: Path, index: int) -> Source:
+    import numpy as np  # here, not at the top: the bot checks members' pictures with this module and needs no numpy
+
     from edalle.outputs import read_candidate
 
     manifest_path = manifest_path / MANIFEST_NAME if manifest_path.is_dir() else manifest_path

@@ -9,10 +9,10 @@ is atomic by construction. Here many transactions run at once, so:
   available_at <= now`) is repeated on the locked table *at the FOR UPDATE level*: under READ COMMITTED
   PostgreSQL re-checks only that level's predicates against the newest row version once it holds the
   lock, so a test left inside the ranking CTE (an old snapshot) lets two claimers take the same job
-  (SCALE_OUT.md §4: 5–12 duplicates in 100 jobs with 8 claimers). `test_postgres_claims.py` keeps it so.
+  (5–12 duplicates in 100 jobs with 8 claimers when we tried it). `tests/test_postgres_claims.py` keeps it so.
 - an enqueue takes a transaction-scoped advisory lock on its user first, so two bot processes cannot
   both pass that user's pending/daily limits with the last free slot. The global queue cap is a count
-  and may overshoot by one job per concurrent enqueuer (SCALE_OUT.md §8: a cap, not a hot counter row).
+  and may overshoot by one job per concurrent enqueuer: it is a cap, not worth a hot counter row every enqueue locks.
 - every write that another process may want to see sends `NOTIFY edalle_jobs`; `wait_for_change`
   LISTENs on a connection of its own instead of polling. A notification is a hint: re-read the rows.
 
@@ -649,7 +649,7 @@ class PostgresJobStore:
             ),
             locked AS (
                 SELECT j.id FROM jobs AS j JOIN candidates AS c ON c.id = j.id
-                WHERE j.status = 'queued' AND j.available_at <= :now      -- SCALE_OUT.md §4: keep it here
+                WHERE j.status = 'queued' AND j.available_at <= :now      -- keep it here (module docstring)
                 ORDER BY c.pos
                 LIMIT CASE WHEN (SELECT kind FROM head) = ANY(:batch_kinds::text[]) THEN :batch ELSE 1 END
                 FOR UPDATE OF j SKIP LOCKED
@@ -726,7 +726,7 @@ class PostgresJobStore:
     async def renew(self, leases: Sequence[Lease], lease_seconds: float) -> list[Ack]:
         """Extend each lease; an `Ack` per lease says whether it still holds and whether a cancel was asked.
 
-        No NOTIFY: a renewal changes nothing anyone watches, and NOTIFY serialises commits (SCALE_OUT §9).
+        No NOTIFY: a renewal changes nothing anyone watches, and NOTIFY serialises commits.
         """
         now = self._now()
         acks = []

@@ -9,7 +9,7 @@ user A's running job finishes and A's next job ties with B's first. The same CTE
 
 SQLite and PostgreSQL run this text unchanged; only the locking around it differs (`BEGIN IMMEDIATE`
 here; `FOR UPDATE OF jobs SKIP LOCKED` there, where the eligibility test must be repeated on the
-locked rows; see SCALE_OUT.md §4).
+locked rows; see `edalle/jobs/postgres.py`).
 """
 
 from __future__ import annotations

@@ -489,7 +489,7 @@ class SqliteJobStore:
         The ranking (O(active jobs)) is read from a snapshot *outside* the write lock, so the bot's writes
         never queue behind it; the short write transaction then takes only the picked rows that are still
         queued (`status = 'queued'` re-checked on the rows it changes: the guard that PostgreSQL needs at
-        the `FOR UPDATE` level, SCALE_OUT.md §4). If another worker took them meanwhile, pick again.
+        the `FOR UPDATE` level, see `edalle/jobs/postgres.py`). If another worker took them meanwhile, pick again.
         Expired leases are put back first, so no janitor is needed for liveness.
         """
         pick, params = pick_batch_query(caps.compat_prefixes)

@@ -319,64 +319,10 @@ def taming_config_from_yaml(path: Path) -> VQGANConfig:
 
 
 def read_yaml(text: str) -> dict[str, Any]:
-    """PyYAML when installed (it comes with huggingface_hub), else `simple_yaml`."""
-    try:
-        import yaml
-    except ImportError:
-        return simple_yaml(text)
+    """A taming config as a dict (PyYAML's safe loader: no Python objects built from the file)."""
+    import yaml
+
     return yaml.safe_load(text) or {}
-
-
-def simple_yaml(text: str) -> dict[str, Any]:
-    """Just enough YAML for taming configs: nested mappings, `- scalar` lists, `[a, b]` lists, scalars."""
-    lines: list[tuple[int, str]] = []  # (indent, content) of each meaningful line
-    for raw in text.splitlines():
-        content = raw.split(' #', 1)[0].rstrip()
-        if content.strip() and not content.lstrip().startswith('#'):
-            lines.append((len(content) - len(content.lstrip()), content.strip()))
-    if not lines:
-        return {}
-    value, _ = _yaml_block(lines, 0, lines[0][0])
-    return value if isinstance(value, dict) else {}
-
-
-def _yaml_block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
-    """Parse the mapping or list whose lines sit at `indent`, from line i; return it and the next line."""
-    if lines[i][1].startswith('-'):
-        items = []
-        while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith('-'):
-            items.append(_yaml_scalar(lines[i][1][1:].strip()))
-            i += 1
-        return items, i
-    mapping: dict[str, Any] = {}
-    while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith('-'):
-        key, _, value = lines[i][1].partition(':')
-        i += 1
-        # a nested block is indented deeper, except that YAML lets a list sit at its key's indent
-        opens_block = i < len(lines) and (lines[i][0] > indent or (lines[i][0] == indent and lines[i][1].startswith('-')))
-        if value.strip():
-            mapping[key.strip()] = _yaml_scalar(value.strip())
-        elif opens_block:
-            mapping[key.strip()], i = _yaml_block(lines, i, lines[i][0])
-        else:
-            mapping[key.strip()] = None
-    return mapping, i
-
-
-def _yaml_scalar(text: str) -> Any:
-    if text.startswith('[') and text.endswith(']'):
-        return [_yaml_scalar(t.strip()) for t in text[1:-1].split(',') if t.strip()]
-    lowered = text.lower()
-    if lowered in ('true', 'false'):
-        return lowered == 'true'
-    if lowered in ('null', '~', ''):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip('\'"')
 
 
 class _Stub(dict):

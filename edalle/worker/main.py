@@ -40,6 +40,9 @@ from edalle.jobs.backends import describe, open_store
 from edalle.jobs.store import UPLOADS_JOB_ID
 from edalle.operations.base import Cancelled, WorkItem
 from edalle.outputs import RunFolder, write_preview
+from edalle.presets import PRESETS, UnknownPreset
+from edalle.startup import log_banner, log_devices, result_store_warning
+from edalle.weights import MissingWeights, fetch_missing
 from edalle.worker.runners import Runner, RunnerConfig, build_runners
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ INTERNAL_ERROR = 'The worker hit an unexpected error while running this job.'
 RESULT_STORE_ERROR = 'The pictures were made but could not be stored. Please try again later.'
 HANDBACK_WAIT_SECONDS = 5.0  # after asking a runner to stop, how long to wait before leaving it behind
 REGISTER_EVERY_SECONDS = 30.0  # idle workers say they are alive this often (busy ones through renewals)
+FALSE = ('0', 'false', 'no', 'off')
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class WorkerOptions:
     worker_id: str | None = None
     device: str | None = None
     dtype: str | None = None
+    download: bool = True  # fetch the preset's missing model files before starting (--no-download, EDALLE_DOWNLOAD=0)
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -104,7 +109,14 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--data-dir', type=Path, default=argparse.SUPPRESS, help='models and images (default $EDALLE_DATA_DIR or ./data)'
     )
-    parser.add_argument('--preset', default=None, help='models to load: mini, mega or tiny (default $EDALLE_PRESET or mini)')
+    parser.add_argument(
+        '--preset', choices=list(PRESETS), default=None, help='models to load (default $EDALLE_PRESET or mini)'
+    )
+    parser.add_argument(
+        '--no-download',
+        action='store_true',
+        help='refuse to start when model files are missing instead of fetching them (also EDALLE_DOWNLOAD=0)',
+    )
     parser.add_argument('--batch', type=int, default=1, help='run up to B compatible imagine jobs as one batch (default 1)')
     every = ','.join(operations.names())
     parser.add_argument('--kinds', default=every, help=f'job kinds to serve, comma-separated (default {every})')
@@ -152,6 +164,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         worker_id=args.worker_id,
         device=args.device,
         dtype=args.dtype,
+        download=not getattr(args, 'no_download', False) and env.get('EDALLE_DOWNLOAD', '1').strip().lower() not in FALSE,
     )
 
 
@@ -170,11 +183,24 @@ def run_worker(argv_or_options: Sequence[str] | argparse.Namespace | WorkerOptio
         except ValueError as exc:
             print(f'edalle worker: {exc}', file=sys.stderr)
             return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get('EDALLE_LOG_LEVEL', 'INFO').upper(),
-            format='%(asctime)s %(levelname)s %(name)s: %(message)s',
-        )
+    log_banner(
+        'worker',
+        {
+            'data dir': str(options.data_dir.resolve()),
+            'database': describe(options.database_url, options.database),
+            'preset': options.preset,
+            'result store': options.result_store or 'local',
+            'kinds': ', '.join(options.kinds),
+        },
+    )
+    if warning := result_store_warning(options.database_url, options.result_store):
+        log.warning('%s', warning)
+    if set(options.kinds) & set(operations.names()):  # the operations run on the preset's models
+        try:
+            fetch_missing(options.preset, options.data_dir, allowed=options.download, log=log.info)
+        except (MissingWeights, UnknownPreset) as exc:
+            print(f'edalle worker: {exc}', file=sys.stderr)
+            return 2
     try:
         return asyncio.run(Worker(options).run())
     except ValueError as exc:  # unknown kinds, bad runner modules: say so, no traceback
@@ -310,6 +336,7 @@ class Worker:
                 'worker %s: loading runners for %s (preset %s)', self.worker_id, ', '.join(options.kinds), options.preset
             )
             runners = await run_in_thread(build_runners, options.kinds, config, options.runner_modules)
+            log_devices(options.device)  # what JAX and torch really use, and a warning if JAX missed the GPU
             caps = WorkerCaps(
                 compat_prefixes=tuple(runner.compat_prefix for runner in runners.values()),
                 max_batch=options.batch,
