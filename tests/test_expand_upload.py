@@ -132,11 +132,15 @@ def _fields(request: JobRequest) -> dict[str, Any]:
 # ---- the bot's checks on the bytes ------------------------------------------------------------------------
 
 
-def test_pictures_are_fitted_to_256_squares_with_transparency_on_white() -> None:
-    for data in (png(640, 480), jpeg(301, 173), png(100, 100, 'RGBA'), transparent_png()):
-        with Image.open(io.BytesIO(normalize(data, 'x'))) as image:
-            assert (image.format, image.mode, image.size) == ('PNG', 'RGB', (256, 256))
-    with Image.open(io.BytesIO(normalize(transparent_png(), 'x'))) as image:
+def test_pictures_keep_their_shape_in_whole_tokens_with_transparency_on_white() -> None:
+    """Short side 256 px, long side at most 1024, both whole 16-px tokens (no longer cropped to a square)."""
+    cases = [(png(640, 480), (336, 256)), (jpeg(301, 173), (448, 256)), (png(100, 100, 'RGBA'), (256, 256))]
+    cases += [(jpeg(4000, 500), (1024, 128)), (transparent_png(), (256, 256))]
+    for data, size in cases:
+        png_bytes, reported = normalize(data, 'x')
+        with Image.open(io.BytesIO(png_bytes)) as image:
+            assert (image.format, image.mode, image.size, reported) == ('PNG', 'RGB', size, size)
+    with Image.open(io.BytesIO(normalize(transparent_png(), 'x')[0])) as image:
         assert image.getpixel((10, 128)) == (255, 0, 0) and image.getpixel((245, 128)) == (255, 255, 255)
 
 

@@ -32,12 +32,31 @@ def eta(seconds: float | None) -> str:
     return f'ETA <t:{int(time.time() + seconds)}:R>'
 
 
-def queued(admission: Admission, what: str, *, cut: bool = False) -> str:
+def duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `1 h 05 min`: a length of time as a member reads it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f'{seconds} s'
+    minutes = round(seconds / 60)
+    return f'{minutes} min' if minutes < 60 else f'{minutes // 60} h {minutes % 60:02d} min'
+
+
+def run_estimate(seconds: float | None) -> str | None:
+    """The line saying how long the job itself runs (`Operation.estimate_seconds`: measured on a CPU worker)."""
+    if seconds is None:
+        return None
+    return f'The run itself takes about {duration(seconds)} on a CPU worker (far less on a GPU).'
+
+
+def queued(admission: Admission, what: str, *, cut: bool = False, run_seconds: float | None = None) -> str:
     job = admission.job
     lines = [
         f'{what} · <@{job.user_id}>',
         f'job #{job.id} · queued, {_ahead(admission.position)} · {eta(admission.eta_seconds)}',
     ]
+    estimate = run_estimate(run_seconds)
+    if estimate:
+        lines.append(estimate)
     if cut:
         lines.append('(Your prompt was long, so I cut it to the part shown above.)')
     return '\n'.join(lines)
