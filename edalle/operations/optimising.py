@@ -23,7 +23,6 @@ expander's canvas and cost modules need no torch; the run imports the models onl
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 MAX_CANVAS_PX = 1024  # what a request without `max_canvas_px` may make (`expander.canvas.MAX_CANVAS_PX`)
 DEFAULT_STEPS = 100  # what a request without `steps` runs (`expander.default.DefaultSettings.steps`)
 MAX_SEED = 2**31 - 1
-FRAMES_PER_RUN = 80  # a time-lapse frame every ⌈steps / 80⌉ steps: 51 frames for 100 steps, 68 for 200
 TIMELAPSE_NAME = TIMELAPSE  # + the animation's extension, in the run folder
 TIMELAPSE_LIMIT_BYTES = 10 * 2**20  # Discord's upload limit for bots on a server without boosts (10 MiB)
 TIMELAPSE_FORMATS = ('gif',)  # every Discord client animates a GIF attachment (see `edalle.media`)
@@ -66,11 +64,12 @@ TOO_BIG_FOR_WORKER = (
 
 
 def record_every(steps: int) -> int:
-    """k, the steps between two time-lapse frames: ⌈steps / k⌉ + 1 frames, about 50 to 100 for a run of 100–200 steps.
+    """k, the steps between two time-lapse frames (`media.frame_interval`): ⌈steps / k⌉ + 1 frames, 51 to 68 for a run
+    of 100–200 steps. A frame reuses the picture the step already decoded, shrunk on the device (`expander.frames`):
+    measured at a few thousandths of a per cent of a step (bench/RESULTS.md, canvas operations)."""
+    from edalle.media import frame_interval
 
-    A frame reuses the picture the step already decoded, shrunk on the device (`expander.frames`): measured at
-    a few thousandths of a per cent of a step (bench/RESULTS.md, canvas operations)."""
-    return max(1, math.ceil(max(1, steps) / FRAMES_PER_RUN))
+    return frame_interval(steps)
 
 
 def canvas_limit(payload: Mapping[str, Any]) -> int:
