@@ -233,7 +233,8 @@ def test_ratios_are_checked_with_examples() -> None:
     assert check_ratio('9x16') == (9, 16)
     for width, height, _ in OTHER_RATIOS:
         assert check_ratio(f'{width}:{height}') == (width, height)
-    for bad in ('1:1', '10:1', 'wide', '0:3'):
+    assert check_ratio('1:1') == (1, 1)  # widens a tall or wide picture; a square one is refused as it is queued
+    for bad in ('10:1', '1:4', 'wide', '0:3'):
         with pytest.raises(EdalleError, match='16:9'):
             check_ratio(bad)
 
