@@ -126,7 +126,9 @@ def describe(bot: commands.Bot, job: Job) -> str:
 
 def progress_text(bot: commands.Bot, job: Job, ahead: int | None) -> str:
     cog = operation_cog(bot, job.kind)
-    return render.progress(job, describe(bot, job), ahead, cog.stages if cog is not None else None)
+    operation = operations.get(job.kind)
+    run_seconds = operation.estimate_seconds(job.payload or {}) if operation is not None else None
+    return render.progress(job, describe(bot, job), ahead, cog.stages if cog is not None else None, run_seconds)
 
 
 def picture_view(bot: commands.Bot, job: Job, picture: Picture) -> discord.ui.View:

@@ -24,7 +24,7 @@ import pytest
 from discord_fake import FakeDiscord, FakeMessage, run, running_bot, running_fake
 from discord_fake.state import image_size
 from PIL import Image
-from test_bot_e2e import every_next_step
+from test_bot_e2e import every_next_step, job_id_in
 from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
@@ -254,7 +254,7 @@ def upload_worker_db(bot_data_dir: Path) -> Iterator[Path]:
 
 
 async def widened(fake: FakeDiscord, status: FakeMessage) -> tuple[FakeMessage, int]:
-    expand_id = int(status.content.split('job #')[1].split(' ')[0])
+    expand_id = job_id_in(status)  # the job's own number (its first line may name the job it starts from)
 
     def final(message: FakeMessage) -> bool:
         return 'failed' in message.content or custom_ids.info(expand_id, 0) in message.custom_ids()

@@ -71,12 +71,16 @@ def _ahead(ahead: int) -> str:
     return 'next in line' if ahead == 0 else f'{ahead} ahead'
 
 
-def progress(job: Job, what: str, ahead: int | None, stages: Mapping[str, str] | None = None) -> str:
-    """The status message while a job waits or runs; `stages` words the worker's stage names (its operation's)."""
+def progress(
+    job: Job, what: str, ahead: int | None, stages: Mapping[str, str] | None = None, run_seconds: float | None = None
+) -> str:
+    """The status message while a job waits or runs; `stages` words the worker's stage names (its operation's), and
+    `run_seconds` how long it will run, said while it waits."""
     head = f'{what} · <@{job.user_id}>'
     if job.status is JobStatus.QUEUED:
         retry = f' (retry {job.attempt + 1})' if job.attempt else ''
-        return f'{head}\njob #{job.id} · queued, {_ahead(ahead or 0)}{retry}'
+        estimate = run_estimate(run_seconds)
+        return f'{head}\njob #{job.id} · queued, {_ahead(ahead or 0)}{retry}' + (f'\n{estimate}' if estimate else '')
     stage = (stages or {}).get(job.stage or '', job.stage or 'starting')
     steps = f' {job.step}/{job.total}' if job.total else ''
     cancelling = ' · cancelling…' if job.cancel_requested else ''
