@@ -244,8 +244,15 @@ def test_the_bot_never_imports_model_code() -> None:
         """
         import sys
         import bot.bot, bot.launcher, bot.cogs.imagine, bot.cogs.expand, bot.cogs.jobs, bot.cogs.admin, bot.cogs.errors
+        import bot.cogs.canvas, bot.cogs.dream, bot.cogs.upscale, bot.sources
         from bot.utils.ratios import check_ratio
+        from edalle.jobs import Limits
+        from edalle.operations import OPERATIONS, zoom
         check_ratio('16:9')
+        bot.cogs.dream.read_ratio('2:1')
+        for operation in OPERATIONS:  # the checks and estimates the bot makes before queueing
+            operation.estimate_seconds({'factor': 2.0, 'width': 256, 'height': 256, 'prompt': 'x'})
+        zoom.OPERATION.check({'factor': 2.0, 'width': 256, 'height': 256}, Limits())
         heavy = [m for m in ('jax', 'torch', 'flax', 'open_clip', 'edalle.engine', 'edalle.worker') if m in sys.modules]
         print(heavy)
         """

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from canvas_jobs import Context, assert_timelapse_of, item, parent, read_picture, tiny_engine
 
+from edalle import errors
 from edalle.jobs import Limits, SqliteJobStore, WorkerCaps
 from edalle.operations import pan
 from edalle.operations.base import RequestError, pictures_of
@@ -82,3 +83,30 @@ def test_the_runner_pans_keeping_the_picture_and_records_a_time_lapse(tmp_path: 
     assert result['prompt'] == 'a cliff' and result['settings']['canvas'] == 'pan'
     assert_timelapse_of(tmp_path, result, engine.results[0], steps=2, every=1)
     assert {stage for stage, *_ in ctx.reports} == {'pan'}
+
+
+def test_a_cancel_stops_the_run_and_running_out_of_memory_fails_it_in_words(tmp_path: Path) -> None:
+    """The worker's cancel reaches the runner as `Cancelled`; a canvas that does not fit the worker's memory fails the
+    job (no retry: it would run out again) with a sentence saying what to do."""
+    from types import SimpleNamespace
+
+    from edalle.expander.errors import ExpandCancelled
+    from edalle.operations.base import Cancelled
+    from edalle.operations.optimising import TOO_BIG_FOR_WORKER
+
+    source = parent(tmp_path, (64, 64))
+    payload = {'direction': 'up', 'width': 64, 'height': 64, 'steps': 2}
+
+    def engine(error: BaseException) -> SimpleNamespace:
+        def run_canvas(request: object, progress: object = None, should_cancel: object = None) -> None:
+            raise error
+
+        return SimpleNamespace(run_canvas=run_canvas)
+
+    with pytest.raises(Cancelled):
+        OPERATION.run(engine(ExpandCancelled(1, 2)), [item(tmp_path, payload, 'pan', source)], Context())
+    (failed,) = OPERATION.run(engine(MemoryError()), [item(tmp_path, payload, 'pan', source)], Context())
+    assert isinstance(failed, errors.RunFailed) and str(failed) == TOO_BIG_FOR_WORKER
+    assert 'max_canvas_px' in TOO_BIG_FOR_WORKER
+    with pytest.raises(ZeroDivisionError):  # anything else is a bug: the worker logs it and retries
+        OPERATION.run(engine(ZeroDivisionError()), [item(tmp_path, payload, 'pan', source)], Context())

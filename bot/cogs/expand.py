@@ -25,15 +25,15 @@ from discord.ext import commands
 from bot.admission import check_channel_permissions, prepare_prompt, request_key
 from bot.errors import EdalleError, NothingToExpand, send_note, user_message
 from bot.operations import OperationCog, components_of
-from bot.sources import Chosen, Target, channel_post, choose, find_target, submit_from
+from bot.sources import Chosen, Target, channel_post, choose, find_target, slash_target, submit_from
 from bot.utils import render
 from bot.utils.checks import require_owner
 from bot.utils.custom_ids import INDEX, JOB, RATIO, Action, picture_target
 from bot.utils.ratios import OTHER_RATIOS, TALL, WIDE, check_ratio
 from bot.utils.views import dispatch
-from edalle.jobs import Job, JobStatus
+from edalle.jobs import Job
 from edalle.operations import expand
-from edalle.operations.base import Picture, picture_of, pictures_of
+from edalle.operations.base import Picture, picture_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -284,16 +284,7 @@ class Expand(OperationCog):
     ) -> None:
         """Widen one of your pictures, or an image you attach, to another aspect ratio."""
         check_ratio(ratio)
-        if image is not None:
-            target = Target(attachment=image)
-        else:
-            if job is None:
-                mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
-                finished = [j for j in mine if j.status is JobStatus.SUCCEEDED and pictures_of(j.result)]
-                if not finished:
-                    raise NothingToExpand()
-                job = finished[0].id
-            target = Target(job_id=job, index=candidate - 1)
+        target = await slash_target(self.bot, interaction.user.id, job, candidate, image, NothingToExpand)
         await interaction.response.defer(ephemeral=True, thinking=True)  # a download may take a moment
         chosen = await self.start_expand(
             user=interaction.user,
@@ -305,7 +296,7 @@ class Expand(OperationCog):
             key=f'ia:{interaction.id}',
         )
         name = (chosen.upload_name or 'your image').replace('`', '')
-        what = f'`{name}`' if image is not None else f'job #{job}, candidate {candidate},'
+        what = f'`{name}`' if image is not None else f'job #{target.job_id}, candidate {candidate},'
         await interaction.edit_original_response(content=f'Expanding {what} to {ratio}.')
 
 
