@@ -156,7 +156,6 @@ def frame_interval(steps: int, frames: int = FRAMES_PER_RUN) -> int:
     return max(1, math.ceil(max(1, steps) / frames))
 
 
-
 def write_timelapse(
     frames: Sequence[Frame],
     limit_bytes: int,

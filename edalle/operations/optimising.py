@@ -141,11 +141,12 @@ class CanvasOperation(Operation):
 
         steps = payload.get('steps')
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-            raise RequestError(f'The number of steps must be a whole number from 1 (got {steps!r}).')
+            most = limits.expand_steps
+            raise RequestError(f'The number of steps must be a whole number from 1 to {most} (got {steps!r}).')
         if (steps or 0) > limits.expand_steps:
             raise RequestTooLarge(self.steps_noun, limits.expand_steps)
         seed = payload.get('seed')
-        if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
             raise RequestError(f'The seed must be a whole number from 0 to {MAX_SEED} (got {seed!r}).')
         limit = canvas_limit(payload)
         if limit > limits.max_canvas_px:
