@@ -111,7 +111,8 @@ async def submit(bot: EDalleBot, request: JobRequest, post: Post, *, cut: bool =
     log.info('job %s: %s queued for user %s (%d ahead)', job.id, job.kind, job.user_id, admission.position)
     operation = operations.get(job.kind)
     line = render.queued_line(admission, operation.title if operation is not None else job.kind)
-    content = render.queued(admission, describe(bot, job), cut=cut)
+    run_seconds = operation.estimate_seconds(job.payload or {}) if operation is not None else None
+    content = render.queued(admission, describe(bot, job), cut=cut, run_seconds=run_seconds)
     try:
         message = await bot.acks.status(
             request.channel_id, request.guild_id, job.user_id, line, lambda: post(content, status_view(job.id))

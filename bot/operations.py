@@ -6,7 +6,8 @@ how its jobs read (`describe`) and its results look (`result_message`). Delivery
 picture controls find that cog through `operation_cog(bot, kind)`, so they never name an operation.
 
 A picture posted alone (a picked candidate, a widened picture) carries the controls every operation
-offers for it (`OperationCog.picture_controls`: expand's ratios, …) and ℹ️, laid out by `picture_view`.
+offers for it (`OperationCog.picture_controls`: expand's ratios, …), 🎞️ where its job's result has a
+time-lapse (`media_of`), and ℹ️, laid out by `picture_view`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from bot.utils import render
 from bot.utils.custom_ids import parse, picture_target
 from bot.utils.images import Upload, load_upload, upload_limit
 from bot.utils.results import picture_path
-from bot.utils.views import InfoButton, make_view
+from bot.utils.views import InfoButton, TimelapseButton, make_view
 from edalle import operations
 from edalle.errors import EdalleError, JobNotFound
 from edalle.jobs import Job, JobStatus
 from edalle.jobs.result_store import materialize
-from edalle.operations.base import Operation, Picture, picture_of, pictures_of
+from edalle.operations.base import TIMELAPSE, Operation, Picture, media_of, picture_of, pictures_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -125,14 +126,19 @@ def describe(bot: commands.Bot, job: Job) -> str:
 
 def progress_text(bot: commands.Bot, job: Job, ahead: int | None) -> str:
     cog = operation_cog(bot, job.kind)
-    return render.progress(job, describe(bot, job), ahead, cog.stages if cog is not None else None)
+    operation = operations.get(job.kind)
+    run_seconds = operation.estimate_seconds(job.payload or {}) if operation is not None else None
+    return render.progress(job, describe(bot, job), ahead, cog.stages if cog is not None else None, run_seconds)
 
 
 def picture_view(bot: commands.Bot, job: Job, picture: Picture) -> discord.ui.View:
-    """Every operation's controls for a picture, then ℹ️: buttons five to a row, each select on a row of its own."""
+    """Every operation's controls for a picture, then 🎞️ (where its job recorded a time-lapse) and ℹ️: buttons five
+    to a row, each select on a row of its own."""
     items = [item for cog in operation_cogs(bot) for item in cog.picture_controls(job, picture)]
     buttons = [item for item in items if _is_button(item)]
     others = [item for item in items if not _is_button(item)]
+    if TIMELAPSE in media_of(job.result):
+        buttons.append(TimelapseButton(job.id))
     buttons.append(InfoButton(job.id, picture.index))
     rows: list[list[discord.ui.Item[Any]]] = [
         buttons[i : i + BUTTONS_PER_ROW] for i in range(0, len(buttons), BUTTONS_PER_ROW)

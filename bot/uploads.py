@@ -1,12 +1,14 @@
-"""A member's own picture to expand: download, check, normalize, store — before any job exists.
+"""A member's own picture to start from (expand, zoom, pan, dream …): download, check, normalize, store — before any
+job exists.
 
 The checks are the expander's own (`edalle.expander.sources`, Pillow only: no numpy, never torch), so
 the bot refuses exactly what a worker would: a file over the size limit is refused from the size
 Discord reports, before downloading; the rest (not a PNG/JPEG/WebP, a pixel count over the limit read
 from the header, a decompression bomb, a broken or truncated file) before or while decoding, in a
-thread so a big picture never blocks the event loop. What is kept is the 256×256 RGB square the
-expander starts from (transparency flattened onto white), as a PNG of ~100 KB: workers then never see a
-member's raw file, and the job row holds only its path.
+thread so a big picture never blocks the event loop. What is kept is the picture in its own shape, as the
+expander starts from it (`sources.fit_picture`: short side 256 px, long side at most 1024, whole 16-px
+tokens; transparency flattened onto white), as a PNG of ~100–400 KB: workers then never see a member's raw
+file, and the job row holds only its path and size.
 
 The PNG is written through the result store under `uploads/<hash of the request key>.png` (job id
 `UPLOADS_JOB_ID`), so a worker on another host can fetch it; with the local store that is the data
@@ -20,6 +22,7 @@ import asyncio
 import hashlib
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,15 +57,26 @@ def _shown(name: str) -> str:
     return f'`{name.replace("`", "")}`'
 
 
-def normalize(data: bytes, name: str) -> bytes:
-    """The expander's checks and fitting (256×256 RGB, alpha on white), as PNG bytes; raises `NotAnImage`."""
+@dataclass(frozen=True)
+class StoredUpload:
+    """A member's picture as stored: its path (relative to the data dir), the name it was sent with, its size."""
+
+    path: str
+    name: str
+    width: int
+    height: int
+
+
+def normalize(data: bytes, name: str) -> tuple[bytes, tuple[int, int]]:
+    """The expander's checks and fitting (its own shape in whole tokens, RGB, alpha on white), as PNG bytes and the
+    picture's (width, height); raises `NotAnImage`."""
     try:
-        image = load_image_bytes(data, name)
+        image = load_image_bytes(data, name, keep_aspect=True)
     except SourceError as exc:
         raise NotAnImage(str(exc)) from None
     buffer = io.BytesIO()
     image.save(buffer, format='PNG')
-    return buffer.getvalue()
+    return buffer.getvalue(), image.size
 
 
 async def read_attachment(attachment: discord.Attachment) -> bytes:
@@ -82,14 +96,14 @@ async def read_attachment(attachment: discord.Attachment) -> bytes:
     return data
 
 
-async def store_upload(bot: EDalleBot, attachment: discord.Attachment, request_key: str) -> tuple[str, str]:
-    """Download, check and store the member's picture; returns (path relative to the data dir, file name)."""
+async def store_upload(bot: EDalleBot, attachment: discord.Attachment, request_key: str) -> StoredUpload:
+    """Download, check and store the member's picture."""
     name = source_name(attachment)
     data = await read_attachment(attachment)
-    png = await asyncio.to_thread(normalize, data, _shown(name))
+    png, (width, height) = await asyncio.to_thread(normalize, data, _shown(name))
     path = upload_path(request_key)
     await bot.results.put(UPLOADS_JOB_ID, path, png)
-    return path, name
+    return StoredUpload(path, name, width, height)
 
 
 async def discard_upload(bot: EDalleBot, path: str) -> None:

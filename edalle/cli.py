@@ -1,4 +1,5 @@
-"""`edalle`: the command line. Subcommands: imagine, expand, models, worker, bot, status.
+"""`edalle`: the command line. Subcommands: imagine, expand, zoom, pan, square, dream, upscale, models, worker,
+bot, status.
 
 Every command first reads `.env` (`--env-file`; a variable set in the shell wins), so one file
 configures them all, and logs in one format (`EDALLE_LOG_LEVEL`). The global options (`--data-dir`,
@@ -56,11 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from edalle.operations.base import RequestError
+    from edalle.errors import AdmissionRefused
     from edalle.presets import UnknownPreset
     from edalle.weights import MissingWeights
 
-    user_errors: tuple[type[Exception], ...] = (UserError, RequestError, UnknownPreset, MissingWeights, FileNotFoundError)
+    # AdmissionRefused: an operation's refusal (a RequestError, a picture over the upscale cap), worded for members
+    user_errors: tuple[type[Exception], ...] = (UserError, AdmissionRefused, UnknownPreset, MissingWeights)
+    user_errors += (FileNotFoundError,)
     try:
         from edalle.text import PromptError
 
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     imagine.set_defaults(handler=run_imagine)
 
     _add_expand_parser(commands)
+    _add_canvas_parsers(commands)
     _add_models_parser(commands)
     _add_worker_parser(commands)
     _add_bot_parser(commands)
@@ -224,6 +228,10 @@ def _add_expand_parser(commands: Any) -> None:
     expand.add_argument(
         '--out', type=Path, default=None, help='output file, .png, .webp or .jpg (default out/<time>-<source>-<ratio>.png)'
     )
+    expand.add_argument('--timelapse', type=Path, default=None, help='also write the time-lapse (.gif or .webp)')
+    expand.add_argument(
+        '--timelapse-bytes', type=int, default=10 * 2**20, help='the most the time-lapse may weigh (default 10 MiB)'
+    )
     expand.set_defaults(handler=_run_expand)
 
 
@@ -234,6 +242,28 @@ def _run_expand(args: argparse.Namespace) -> int:
         raise UserError('The expander is not installed in this build.') from exc
     args.preset = preset_of(args)
     return run_expand(args, StageBars)
+
+
+# --------------------------------------------------------------------------- zoom, pan, square, dream, upscale
+
+
+def _add_canvas_parsers(commands: Any) -> None:
+    from edalle.canvas_cli import add_canvas_parsers, add_upscale_parser
+
+    add_canvas_parsers(commands, _run_canvas, subcommand, add_preset_option)
+    add_upscale_parser(commands, _run_upscale, subcommand, add_preset_option)
+
+
+def _run_canvas(args: argparse.Namespace) -> int:
+    from edalle.canvas_cli import run_canvas_command
+
+    return run_canvas_command(args, StageBars)
+
+
+def _run_upscale(args: argparse.Namespace) -> int:
+    from edalle.canvas_cli import run_upscale_command
+
+    return run_upscale_command(args, StageBars)
 
 
 # --------------------------------------------------------------------------- models

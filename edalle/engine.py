@@ -27,7 +27,7 @@ from edalle.weights import ensure_tiny, require
 if TYPE_CHECKING:
     import torch
 
-    from edalle.expander.api import ExpandRequest, ExpandResult
+    from edalle.expander.api import CanvasRequest, CanvasResult, ExpandRequest, ExpandResult
     from edalle.models.clip import ClipModel
     from edalle.models.sampling import SampleRequest, SampleResult
     from edalle.models.vqgan import VQGAN
@@ -48,7 +48,8 @@ def decode_chunk(device: str) -> int:
 
 
 # progress(stage, done, total, preview): stages are 'encode', 'sample', 'decode', 'rank'
-# for imagine, 'expand' for expand and 'load' for `Engine.load`; `preview` is an optional PIL image.
+# for imagine, a canvas's kind ('expand', 'zoom', 'pan', …) for a canvas run and 'load' for `Engine.load`;
+# `preview` is an optional PIL image.
 Progress = Callable[[str, int, int, 'Image.Image | None'], None]
 
 
@@ -69,7 +70,7 @@ def _set_jax_defaults(data_dir: Path) -> None:
 
 
 class Engine:
-    """Models loaded once; `imagine` and `expand` run on them many times."""
+    """Models loaded once; `imagine`, `run_canvas` (and `expand`) and `upscale` run on them many times."""
 
     def __init__(
         self,
@@ -312,6 +313,15 @@ class Engine:
         from edalle.expander.api import expand
 
         return expand(self.vqgan, self.clip, request, progress=progress, should_cancel=should_cancel)
+
+    def run_canvas(
+        self, request: CanvasRequest, progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None
+    ) -> CanvasResult:
+        """One canvas of the expander (a ratio, zoom, pan, square, dream …; `edalle.expander.api.run`): what every
+        optimising operation's runner calls. Progress stages are the canvas's kind ('expand', 'zoom', …)."""
+        from edalle.expander.api import run
+
+        return run(self.vqgan, self.clip, request, progress=progress, should_cancel=should_cancel)
 
     # ----------------------------------------------------------------------- upscale
 

@@ -147,6 +147,14 @@ class Animation:
 
 # -- time-lapses and animated files -------------------------------------------------------------------------
 
+FRAMES_PER_RUN = 80  # what a recorded optimisation aims at: under `TimelapseTiming().max_frames`, so none is dropped
+
+
+def frame_interval(steps: int, frames: int = FRAMES_PER_RUN) -> int:
+    """k, the steps between two recorded frames of a `steps`-step run: ⌈steps / k⌉ + 1 frames, at most about `frames`
+    (51 for 100 steps, 68 for 200, every step of a short run)."""
+    return max(1, math.ceil(max(1, steps) / frames))
+
 
 def write_timelapse(
     frames: Sequence[Frame],

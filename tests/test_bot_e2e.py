@@ -22,6 +22,8 @@ from discord_fake.state import image_size
 from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
+from bot.cogs.canvas import ZOOM_PAN
+from bot.cogs.dream import DREAM
 from bot.cogs.expand import EXPAND, RATIOS
 from bot.cogs.imagine import PICK, REROLL
 from bot.cogs.upscale import UPSCALE
@@ -120,8 +122,16 @@ async def wait_for_widened(fake: FakeDiscord, channel: Any, ratio: str, size: tu
     done = await fake.wait_for_edit(status, final, timeout=RESULT_TIMEOUT)
     assert done.attachments, done.content
     assert image_size(done.attachments[0].data) == size
-    assert done.custom_ids() == [UPSCALE.id(expand_id, 0), custom_ids.info(expand_id, 0)]  # ⏫ under every picture
+    assert done.custom_ids() == every_next_step(expand_id, timelapse=True)  # any picture is a source
     return done, expand_id
+
+
+def every_next_step(job_id: int, index: int = 0, *, timelapse: bool) -> list[str]:
+    """The controls under a picture (its result or posted alone), in the order `picture_view` lays them out: every
+    operation's buttons, 🎞️ where its run was recorded, ℹ️, then each menu."""
+    buttons = [EXPAND.id(job_id, index, '16x9'), EXPAND.id(job_id, index, '9x16'), UPSCALE.id(job_id, index)]
+    buttons += [DREAM.id(job_id, index)] + ([custom_ids.timelapse(job_id)] if timelapse else [])
+    return [*buttons, custom_ids.info(job_id, index), RATIOS.id(job_id, index), ZOOM_PAN.id(job_id, index)]
 
 
 async def wait_for_upscaled(fake: FakeDiscord, channel: Any, size: tuple[int, int]) -> tuple[FakeMessage, int]:
@@ -167,8 +177,7 @@ def test_imagine_pick_and_expand_by_buttons_across_a_restart(
                 await fake.click_button(grid, PICK.id(job_id, 2), fake.alice)
                 picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 3 of job' in m.content)
                 assert image_size(picked.attachments[0].data) == (256, 256)
-                assert EXPAND.id(job_id, 2, '16x9') in picked.custom_ids()
-                assert RATIOS.id(job_id, 2) in picked.custom_ids()
+                assert picked.custom_ids() == every_next_step(job_id, 2, timelapse=False)
 
                 await fake.click_button(picked, custom_ids.info(job_id, 2), fake.alice)
                 info = await fake.wait_for_message(None, ephemeral=True)

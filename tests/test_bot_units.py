@@ -21,11 +21,14 @@ from discord.ext import commands
 from bot.admission import fit
 from bot.cogs import expand as expand_cog
 from bot.cogs import imagine as imagine_cog
+from bot.cogs.canvas import ZOOM_PAN
+from bot.cogs.dream import DREAM
 from bot.cogs.expand import EXPAND, RATIOS
 from bot.cogs.imagine import PICK, REROLL, grid_view
+from bot.cogs.upscale import UPSCALE
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
 from bot.launcher import NO_TOKEN, NO_WORKER_LIBRARIES, preflight
-from bot.operations import picture_view
+from bot.operations import OperationCog, picture_view
 from bot.settings import Settings, SettingsError
 from bot.supervisor import Backoff, WorkerSupervisor, worker_env_with_threads, worker_threads
 from bot.utils import custom_ids
@@ -58,6 +61,9 @@ def every_kind_of_id() -> list[str]:
             EXPAND.id(job, index, '99x99'),
             RATIOS.id(job, index),
             custom_ids.info(job, index),
+            custom_ids.timelapse(job),
+            ZOOM_PAN.id(job, index),
+            DREAM.id(job, index),
         ]
     return ids
 
@@ -84,7 +90,21 @@ def test_dynamic_items_use_the_templates_and_ids_round_trip() -> None:
 def candidate_view(job_id: int, index: int) -> discord.ui.View:
     """The view under a picked 256×256 candidate, as `picture_view` lays out the loaded operation cogs' controls."""
     bot = SimpleNamespace(cogs={'Imagine': imagine_cog.Imagine(None), 'Expand': expand_cog.Expand(None)})  # type: ignore[arg-type]
-    return picture_view(bot, SimpleNamespace(id=job_id), Picture(index, 'x.png', 256, 256))  # type: ignore[arg-type]
+    return picture_view(bot, SimpleNamespace(id=job_id, result=None), Picture(index, 'x.png', 256, 256))  # type: ignore[arg-type]
+
+
+def every_control_view(job_id: int, picture: Picture, result: dict | None = None, kind: str = 'imagine') -> list[list[dict]]:
+    """The rows of components under a picture with every operation's cog loaded (the tiny preset: ⏫ is installed)."""
+    fake = SimpleNamespace(settings=SimpleNamespace(data_dir=REPO / 'no-such-dir', preset='tiny'))
+    modules = dict.fromkeys(importlib.import_module(operation.discord) for operation in operations.OPERATIONS)
+    cogs = {
+        name: value(fake)
+        for module in modules
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, OperationCog) and getattr(value, 'operation', None) is not None
+    }
+    view = picture_view(SimpleNamespace(cogs=cogs), SimpleNamespace(id=job_id, kind=kind, result=result), picture)  # type: ignore[arg-type]
+    return [row['components'] for row in view.to_components()]
 
 
 def test_views_fit_discord_rows_and_every_item_is_persistent() -> None:
@@ -96,6 +116,32 @@ def test_views_fit_discord_rows_and_every_item_is_persistent() -> None:
     assert picked == [EXPAND.id(7, 2, '16x9'), EXPAND.id(7, 2, '9x16'), custom_ids.info(7, 2), RATIOS.id(7, 2)]
     grid = [c['custom_id'] for row in grid_view(7, 9).to_components() for c in row['components']]
     assert grid == [PICK.id(7, i) for i in range(9)] + [REROLL.id(7), custom_ids.cancel(7)]
+
+
+def test_every_operation_fits_under_one_picture_and_a_recorded_run_gets_its_time_lapse_button() -> None:
+    """Every operation's controls under a square candidate; under a widened picture whose run was recorded, 🎞️ before
+    ℹ️, and Make square in the Zoom & pan… menu."""
+    rows = every_control_view(7, Picture(2, 'x.png', 256, 256))
+    assert [[c['custom_id'] for c in row] for row in rows] == [
+        [EXPAND.id(7, 2, '16x9'), EXPAND.id(7, 2, '9x16'), UPSCALE.id(7, 2), DREAM.id(7, 2), custom_ids.info(7, 2)],
+        [RATIOS.id(7, 2)],
+        [ZOOM_PAN.id(7, 2)],
+    ]
+    assert [o['value'] for o in rows[2][0]['options']] == [
+        'zoom 1.5',
+        'zoom 2',
+        'pan left',
+        'pan right',
+        'pan up',
+        'pan down',
+    ]
+    wide = Picture(0, 'w.png', 448, 256)
+    rows = every_control_view(8, wide, {'pictures': [wide.to_json()], 'media': {'timelapse': 'images/8/t.gif'}}, 'expand')
+    assert len(rows) <= 5 and all(len(row) <= 5 for row in rows)
+    flat = [c['custom_id'] for row in rows for c in row]
+    assert flat.index(custom_ids.timelapse(8)) == flat.index(custom_ids.info(8, 0)) - 1
+    (menu,) = [c for row in rows for c in row if c['custom_id'] == ZOOM_PAN.id(8, 0)]
+    assert menu['options'][-1]['value'] == 'square' and menu['placeholder'] == 'Zoom & pan…'
 
 
 def test_message_target_reads_the_job_behind_a_message() -> None:
@@ -202,7 +248,8 @@ def test_ratios_are_checked_with_examples() -> None:
     assert check_ratio('9x16') == (9, 16)
     for width, height, _ in OTHER_RATIOS:
         assert check_ratio(f'{width}:{height}') == (width, height)
-    for bad in ('1:1', '10:1', 'wide', '0:3'):
+    assert check_ratio('1:1') == (1, 1)  # widens a tall or wide picture; a square one is refused as it is queued
+    for bad in ('10:1', '1:4', 'wide', '0:3'):
         with pytest.raises(EdalleError, match='16:9'):
             check_ratio(bad)
 
@@ -212,8 +259,15 @@ def test_the_bot_never_imports_model_code() -> None:
         """
         import sys
         import bot.bot, bot.launcher, bot.cogs.imagine, bot.cogs.expand, bot.cogs.jobs, bot.cogs.admin, bot.cogs.errors
+        import bot.cogs.canvas, bot.cogs.dream, bot.cogs.upscale, bot.sources
         from bot.utils.ratios import check_ratio
+        from edalle.jobs import Limits
+        from edalle.operations import OPERATIONS, zoom
         check_ratio('16:9')
+        bot.cogs.dream.read_ratio('2:1')
+        for operation in OPERATIONS:  # the checks and estimates the bot makes before queueing
+            operation.estimate_seconds({'factor': 2.0, 'width': 256, 'height': 256, 'prompt': 'x'})
+        zoom.OPERATION.check({'factor': 2.0, 'width': 256, 'height': 256}, Limits())
         heavy = [m for m in ('jax', 'torch', 'flax', 'open_clip', 'edalle.engine', 'edalle.worker') if m in sys.modules]
         print(heavy)
         """

@@ -24,10 +24,10 @@ import pytest
 from discord_fake import FakeDiscord, FakeMessage, run, running_bot, running_fake
 from discord_fake.state import image_size
 from PIL import Image
+from test_bot_e2e import every_next_step, job_id_in
 from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
-from bot.cogs.upscale import UPSCALE
 from bot.errors import NotAnImage
 from bot.settings import Settings
 from bot.uploads import normalize, upload_path
@@ -132,11 +132,15 @@ def _fields(request: JobRequest) -> dict[str, Any]:
 # ---- the bot's checks on the bytes ------------------------------------------------------------------------
 
 
-def test_pictures_are_fitted_to_256_squares_with_transparency_on_white() -> None:
-    for data in (png(640, 480), jpeg(301, 173), png(100, 100, 'RGBA'), transparent_png()):
-        with Image.open(io.BytesIO(normalize(data, 'x'))) as image:
-            assert (image.format, image.mode, image.size) == ('PNG', 'RGB', (256, 256))
-    with Image.open(io.BytesIO(normalize(transparent_png(), 'x'))) as image:
+def test_pictures_keep_their_shape_in_whole_tokens_with_transparency_on_white() -> None:
+    """Short side 256 px, long side at most 1024, both whole 16-px tokens (no longer cropped to a square)."""
+    cases = [(png(640, 480), (336, 256)), (jpeg(301, 173), (448, 256)), (png(100, 100, 'RGBA'), (256, 256))]
+    cases += [(jpeg(4000, 500), (1024, 128)), (transparent_png(), (256, 256))]
+    for data, size in cases:
+        png_bytes, reported = normalize(data, 'x')
+        with Image.open(io.BytesIO(png_bytes)) as image:
+            assert (image.format, image.mode, image.size, reported) == ('PNG', 'RGB', size, size)
+    with Image.open(io.BytesIO(normalize(transparent_png(), 'x')[0])) as image:
         assert image.getpixel((10, 128)) == (255, 0, 0) and image.getpixel((245, 128)) == (255, 255, 255)
 
 
@@ -250,13 +254,13 @@ def upload_worker_db(bot_data_dir: Path) -> Iterator[Path]:
 
 
 async def widened(fake: FakeDiscord, status: FakeMessage) -> tuple[FakeMessage, int]:
-    expand_id = int(status.content.split('job #')[1].split(' ')[0])
+    expand_id = job_id_in(status)  # the job's own number (its first line may name the job it starts from)
 
     def final(message: FakeMessage) -> bool:
         return 'failed' in message.content or custom_ids.info(expand_id, 0) in message.custom_ids()
 
     done = await fake.wait_for_edit(status, final, timeout=RESULT_TIMEOUT)
-    assert done.custom_ids() == [UPSCALE.id(expand_id, 0), custom_ids.info(expand_id, 0)], done.content
+    assert done.custom_ids() == every_next_step(expand_id, timelapse=True), done.content
     return done, expand_id
 
 
@@ -292,7 +296,7 @@ def test_attached_pictures_are_widened_by_text_and_slash_commands(
                     assert image_size(done.attachments[0].data) == (448, 256)
 
                     record = await fake.invoke_slash(
-                        'expand', {'ratio': '9:16', 'image': ('photo.jpg', jpeg(301, 173), 'image/jpeg')}, fake.bob
+                        'expand', {'ratio': '9:16', 'image': ('photo.jpg', jpeg(301, 297), 'image/jpeg')}, fake.bob
                     )
                     note = await fake.wait_for_message(None, ephemeral=True, edited=True, timeout=10)
                     assert 'Expanding `photo.jpg` to 9:16' in note.content
@@ -306,19 +310,19 @@ def test_attached_pictures_are_widened_by_text_and_slash_commands(
                     info = await fake.wait_for_message(None, ephemeral=True)
                     assert 'Expanded your image “photo.jpg” to 9:16' in info.content
 
-                    # A reply to a member's message with a picture; then a reply to the widened picture, which
-                    # widens the stored upload again (not the widened picture).
+                    # A reply to a member's message with a picture; then a reply to the widened picture, which widens
+                    # that very picture (it once meant the upload again: any picture is a source now, in its shape).
                     post = await fake.send_user_message(fake.channel, fake.bob, 'my cat', attachments=[('cat.png', png())])
                     await fake.send_user_message(fake.channel, fake.bob, '.expand 2:1', reply_to=post)
                     status = await fake.wait_for_message(fake.channel, lambda m: 'expand to 2:1' in m.content, timeout=10)
                     assert '“cat.png”' in status.content
                     wide, _ = await widened(fake, status)
                     assert image_size(wide.attachments[0].data) == (512, 256)
-                    await fake.send_user_message(fake.channel, fake.bob, '.expand 3:1', reply_to=done)
-                    status = await fake.wait_for_message(fake.channel, lambda m: 'expand to 3:1' in m.content, timeout=10)
-                    assert '“photo.jpg”' in status.content
+                    await fake.send_user_message(fake.channel, fake.bob, '.expand 1:1', reply_to=done)
+                    status = await fake.wait_for_message(fake.channel, lambda m: 'expand to 1:1' in m.content, timeout=10)
+                    assert f'job #{second_id}' in status.content
                     again, third_id = await widened(fake, status)
-                    assert image_size(again.attachments[0].data) == (768, 256)
+                    assert image_size(again.attachments[0].data) == (448, 448)  # the 256×448 picture, widened
                     await asyncio.sleep(1.0)  # a few courier rounds: nothing posted twice
             finally:
                 await store.close()
@@ -327,8 +331,8 @@ def test_attached_pictures_are_widened_by_text_and_slash_commands(
             job = await store_get(upload_worker_db, job_id)
             assert job.status is JobStatus.SUCCEEDED and job.delivered_at is not None and job.parent_job_id is None
             assert (bot_data_dir / job.payload['source_path']).is_file()
-        source = (await store_get(upload_worker_db, second_id)).payload['source_path']
-        assert (await store_get(upload_worker_db, third_id)).payload['source_path'] == source
+        third = await store_get(upload_worker_db, third_id)
+        assert (third.parent_job_id, third.parent_index, third.payload.get('source_path')) == (second_id, 0, None)
         pictures = [m for m in fake.bot_messages(fake.channel) if m.attachments]
         assert len(pictures) == 4
 

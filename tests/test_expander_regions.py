@@ -11,7 +11,7 @@ from edalle.expander.regions import RegionError, describe_region, grid_shape, pa
 def test_range_maps_to_token_rows_and_columns() -> None:
     cells = parse_region('B2:C3', (16, 16))
     assert cells == {(1, 1), (1, 2), (2, 1), (2, 2)}
-    mask = region_mask(cells, (16, 16))
+    mask = np.array(region_mask(cells, (16, 16)))
     rows, columns = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     assert (rows.min(), rows.max(), columns.min(), columns.max()) == (4, 11, 4, 11)
     assert mask.sum() == 64
@@ -28,7 +28,7 @@ def test_wider_and_taller_pictures_get_more_cells() -> None:
     assert grid_shape((16, 28)) == (4, 7)  # 448 × 256: columns A–G
     assert parse_region('G4', (16, 28)) == {(3, 6)}
     assert grid_shape((22, 16)) == (6, 4)  # 256 × 352: 5½ rows of cells, the last one narrower
-    mask = region_mask(parse_region('A6', (22, 16)), (22, 16))
+    mask = np.array(region_mask(parse_region('A6', (22, 16)), (22, 16)))
     assert mask.sum() == 2 * 4  # rows 20–21 only
     with pytest.raises(RegionError, match='columns A to D and rows 1 to 4'):
         parse_region('E1', (16, 16))

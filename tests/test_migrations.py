@@ -120,4 +120,4 @@ def test_the_wheel_carries_every_module_and_every_migration(tmp_path: Path) -> N
     assert 'edalle/migrations/__init__.py' in names and not any(n.startswith('migrations/') for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
     assert 'License-Expression: MIT' in metadata and any(n.endswith('.dist-info/licenses/LICENSE') for n in names)
-    assert "Provides-Extra: worker" in metadata and 'Requires-Dist: torch>=2.4; extra == "worker"' in metadata
+    assert 'Provides-Extra: worker' in metadata and 'Requires-Dist: torch>=2.4; extra == "worker"' in metadata

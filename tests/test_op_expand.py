@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from pg_server import shared_server
 
@@ -134,3 +135,32 @@ def test_the_runner_says_when_the_picture_or_the_upload_is_gone(tmp_path: Path) 
     assert [type(o) for o in outcomes] == [errors.RunFailed] * 3
     assert 'picture to expand is gone' in str(outcomes[0])
     assert all('Attach it again' in str(o) for o in outcomes[1:])
+
+
+def test_a_widened_picture_widens_again_and_a_canvas_past_the_limit_is_refused_naming_the_largest() -> None:
+    OPERATION.check({'ratio': '21:9', 'width': 448, 'height': 256}, Limits())
+    with pytest.raises(RequestError, match='largest allowed is 512 px'):
+        OPERATION.check({'ratio': '3:1', 'width': 448, 'height': 256, 'max_canvas_px': 512}, Limits(max_canvas_px=512))
+    with pytest.raises(errors.RequestTooLarge, match='at most 512 px'):
+        OPERATION.check({'ratio': '16:9', 'width': 256, 'height': 256}, Limits(max_canvas_px=512))  # asks for 1024
+    assert OPERATION.fit({'ratio': '16:9'}, Limits(max_canvas_px=512))['max_canvas_px'] == 512
+    request = expand.request(user_id=1, guild_id=2, channel_id=3, parent_job_id=4, parent_index=0, width=448, height=256)
+    assert (request.payload['width'], request.payload['height']) == (448, 256)
+
+
+@pytest.mark.slow  # a short run of the tiny models
+def test_the_runner_widens_an_upload_in_its_own_shape(tmp_path: Path) -> None:
+    from canvas_jobs import Context, item, picture_file, read_picture, tiny_engine
+
+    (tmp_path / 'uploads').mkdir()
+    upload = picture_file(tmp_path, 'u.png', (80, 48))  # as `bot.uploads` stores a picture: its shape, whole tokens
+    (tmp_path / 'uploads' / 'u.png').write_bytes((tmp_path / upload).read_bytes())
+    payload = {'ratio': '3:1', 'steps': 1, 'source_path': 'uploads/u.png', 'width': 80, 'height': 48}
+    (result,) = OPERATION.run(tiny_engine(), [item(tmp_path, payload, 'expand')], Context())
+    widened = read_picture(tmp_path, result)
+    assert widened.shape == (48, 144, 3)  # 5×3 tokens to 9×3: not cropped to a square first
+    offset = result['settings']['offset'][1] * 16
+    assert np.array_equal(
+        widened[:, offset : offset + 80], read_picture(tmp_path, {'pictures': [{'path': upload, 'width': 80, 'height': 48}]})
+    )
+    assert 'timelapse' in result['media']

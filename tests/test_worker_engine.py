@@ -67,13 +67,14 @@ def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
             lambda: (r := job_row(db, expand))['status'] not in ('queued', 'running') and r, timeout=400, interval=0.5
         )
         assert row['status'] == 'succeeded', (row['error'], (tmp_path / 'worker.out').read_text()[-3000:])
-        # any result is a parent: the widened picture widened again
+        # any result is a parent: the widened picture (448×256, 7:4) widened again, to a ratio that adds to it
         again = enqueue(
             db,
             expand_op.request(
-                user_id=1, guild_id=1, channel_id=2, parent_job_id=expand, parent_index=0, steps=2, preset='tiny'
+                user_id=1, guild_id=1, channel_id=2, parent_job_id=expand, parent_index=0, ratio='21:9', steps=2,
+                width=448, height=256, preset='tiny',
             ),
-        )
+        )  # fmt: skip
         assert worker.wait(400) == 0, (tmp_path / 'worker.out').read_text()[-3000:]
     finally:
         if worker.poll() is None:
@@ -88,7 +89,10 @@ def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
     assert result['parent_job_id'] == imagine and result['prompt'] == 'a red lighthouse'
     row = job_row(db, again)
     assert row['status'] == 'succeeded', (row['error'], (tmp_path / 'worker.out').read_text()[-3000:])
-    assert json.loads(row['result'])['prompt'] == 'a red lighthouse'  # the prompt follows the chain
+    result = json.loads(row['result'])
+    assert result['prompt'] == 'a red lighthouse'  # the prompt follows the chain
+    assert [(p['width'], p['height']) for p in result['pictures']] == [(608, 256)]
+    assert (data / result['media']['timelapse']).is_file()  # every optimising result has its time-lapse
 
     async def chain() -> str:
         store = await SqliteJobStore.open(db)
@@ -97,4 +101,4 @@ def test_imagine_then_expand_on_the_tiny_preset(tmp_path, bot_data_dir):
         finally:
             await store.close()
 
-    assert asyncio.run(chain()) == f'imagine #{imagine} → pick 1 → expand 16:9 #{expand} → expand 16:9 #{again}'
+    assert asyncio.run(chain()) == f'imagine #{imagine} → pick 1 → expand 16:9 #{expand} → expand 21:9 #{again}'

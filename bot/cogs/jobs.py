@@ -1,4 +1,4 @@
-"""A member's jobs: `.job <id>` (re-post a result and its controls), `.info`, `.queue`, `.cancel <id>`, ✖, ℹ️.
+"""A member's jobs: `.job <id>` (re-post a result and its controls), `.info`, `.queue`, `.cancel <id>`, ✖, ℹ️, 🎞️.
 
 Midjourney's `/show <job>` idea: any finished job's controls can be brought back, because the controls
 are only ids and the job is in the store.
@@ -13,12 +13,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.operations import lineage_text, operation_cog
+from bot.operations import lineage_text, operation_cog, reencoded_note
 from bot.utils import render
 from bot.utils.checks import is_bot_admin, require_owner
-from edalle.errors import JobNotFound
+from bot.utils.images import load_upload, upload_limit
+from bot.utils.results import resolve
+from edalle.errors import EdalleError, JobNotFound
 from edalle.jobs import Job, JobStatus
-from edalle.operations.base import picture_of
+from edalle.jobs.result_store import materialize
+from edalle.operations.base import TIMELAPSE, media_of, picture_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -26,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()
+
+
+class NoTimelapse(EdalleError):
+    """That job has no time-lapse."""
 
 
 class Jobs(commands.Cog):
@@ -113,6 +120,25 @@ class Jobs(commands.Cog):
         details = cog.info_details(job) if cog is not None else []
         text = render.info(job, picture_of(job.result, index), details, await lineage_text(self.bot.store, job, index))
         await interaction.response.send_message(text[:1900], ephemeral=True, allowed_mentions=NO_PINGS)
+
+    async def on_timelapse(self, interaction: discord.Interaction, job_id: int) -> None:
+        """🎞️ under a result: its time-lapse posted in the channel (the requester's or an admin's click), as an animation
+        under the channel's upload limit: fewer frames first, then smaller ones (`bot.utils.images.load_upload`)."""
+        job = await self.bot.store.get(job_id)
+        await require_owner(self.bot, interaction.user, interaction.guild, job)
+        stored = media_of(job.result).get(TIMELAPSE) if job.status is JobStatus.SUCCEEDED else None
+        if stored is None:
+            raise NoTimelapse(f'Job #{job.id} has no time-lapse.')
+        await interaction.response.defer()
+        data_dir = self.bot.settings.data_dir
+        await materialize(self.bot.results, data_dir, job.id)  # the worker may be on another host
+        path = resolve(data_dir, job.id, stored)
+        if path is None or not path.is_file():
+            raise NoTimelapse(f'The time-lapse of job #{job.id} is gone.')
+        limit = upload_limit(interaction.guild, self.bot.settings.max_upload_bytes)
+        upload = await load_upload(path, limit, f'job-{job.id}-timelapse{path.suffix}')
+        content = f'🎞️ Time-lapse of job #{job.id} · <@{job.user_id}>' + reencoded_note(upload)
+        await interaction.channel.send(content, file=upload.file(), allowed_mentions=NO_PINGS)  # type: ignore[union-attr]
 
     async def on_cancel_button(self, interaction: discord.Interaction, job_id: int) -> None:
         """✖ on a status message cancels the job; on a finished grid it closes the controls."""

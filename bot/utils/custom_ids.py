@@ -67,6 +67,8 @@ class Action:
 CANCEL = Action('cancel', JOB, owner=__name__)
 #: a picture's facts and lineage, privately; every picture posted alone carries it
 INFO = Action('info', JOB, INDEX, owner=__name__)
+#: post the time-lapse of a job's optimisation (under results that have one)
+TIMELAPSE = Action('timelapse', JOB, owner=__name__)
 
 
 def cancel(job_id: int) -> str:
@@ -75,6 +77,10 @@ def cancel(job_id: int) -> str:
 
 def info(job_id: int, index: int) -> str:
     return INFO.id(job_id, index)
+
+
+def timelapse(job_id: int) -> str:
+    return TIMELAPSE.id(job_id)
 
 
 def parse(custom_id: str) -> tuple[str, re.Match[str]] | None:

@@ -32,12 +32,31 @@ def eta(seconds: float | None) -> str:
     return f'ETA <t:{int(time.time() + seconds)}:R>'
 
 
-def queued(admission: Admission, what: str, *, cut: bool = False) -> str:
+def duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `1 h 05 min`: a length of time as a member reads it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f'{seconds} s'
+    minutes = round(seconds / 60)
+    return f'{minutes} min' if minutes < 60 else f'{minutes // 60} h {minutes % 60:02d} min'
+
+
+def run_estimate(seconds: float | None) -> str | None:
+    """The line saying how long the job itself runs (`Operation.estimate_seconds`: measured on a CPU worker)."""
+    if seconds is None:
+        return None
+    return f'The run itself takes about {duration(seconds)} on a CPU worker (far less on a GPU).'
+
+
+def queued(admission: Admission, what: str, *, cut: bool = False, run_seconds: float | None = None) -> str:
     job = admission.job
     lines = [
         f'{what} · <@{job.user_id}>',
         f'job #{job.id} · queued, {_ahead(admission.position)} · {eta(admission.eta_seconds)}',
     ]
+    estimate = run_estimate(run_seconds)
+    if estimate:
+        lines.append(estimate)
     if cut:
         lines.append('(Your prompt was long, so I cut it to the part shown above.)')
     return '\n'.join(lines)
@@ -52,12 +71,16 @@ def _ahead(ahead: int) -> str:
     return 'next in line' if ahead == 0 else f'{ahead} ahead'
 
 
-def progress(job: Job, what: str, ahead: int | None, stages: Mapping[str, str] | None = None) -> str:
-    """The status message while a job waits or runs; `stages` words the worker's stage names (its operation's)."""
+def progress(
+    job: Job, what: str, ahead: int | None, stages: Mapping[str, str] | None = None, run_seconds: float | None = None
+) -> str:
+    """The status message while a job waits or runs; `stages` words the worker's stage names (its operation's), and
+    `run_seconds` how long it will run, said while it waits."""
     head = f'{what} · <@{job.user_id}>'
     if job.status is JobStatus.QUEUED:
         retry = f' (retry {job.attempt + 1})' if job.attempt else ''
-        return f'{head}\njob #{job.id} · queued, {_ahead(ahead or 0)}{retry}'
+        estimate = run_estimate(run_seconds)
+        return f'{head}\njob #{job.id} · queued, {_ahead(ahead or 0)}{retry}' + (f'\n{estimate}' if estimate else '')
     stage = (stages or {}).get(job.stage or '', job.stage or 'starting')
     steps = f' {job.step}/{job.total}' if job.total else ''
     cancelling = ' · cancelling…' if job.cancel_requested else ''

@@ -1,4 +1,4 @@
-"""The components every job shares (✖ cancel, ℹ️ info), and `dispatch`, which every component's click and every
+"""The components every job shares (✖ cancel, ℹ️ info, 🎞️ time-lapse), and `dispatch`, which every component's click and every
 modal's submit goes through.
 
 Every item is a restart-proof `DynamicItem`: it rebuilds itself from its `custom_id` (see `custom_ids`)
@@ -87,7 +87,31 @@ class InfoButton(discord.ui.DynamicItem[discord.ui.Button], template=custom_ids.
         await dispatch(interaction, 'Jobs', 'on_info', self.job_id, self.index)
 
 
-DYNAMIC_ITEMS = (CancelButton, InfoButton)  # each operation's cog registers its own as it loads
+class TimelapseButton(discord.ui.DynamicItem[discord.ui.Button], template=custom_ids.TIMELAPSE.template):
+    """🎞️ under a result whose optimisation was recorded: posts the time-lapse, under the channel's upload limit."""
+
+    def __init__(self, job_id: int, *, row: int = 0) -> None:
+        button = discord.ui.Button(
+            label='Time-lapse',
+            emoji='🎞️',
+            style=discord.ButtonStyle.secondary,
+            custom_id=custom_ids.timelapse(job_id),
+            row=row,
+        )
+        super().__init__(button)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> TimelapseButton:
+        return cls(int(match['job_id']))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await dispatch(interaction, 'Jobs', 'on_timelapse', self.job_id)
+
+
+DYNAMIC_ITEMS = (CancelButton, InfoButton, TimelapseButton)  # each operation's cog registers its own as it loads
 
 
 def make_view(*items: discord.ui.Item[Any]) -> discord.ui.View:

@@ -24,13 +24,15 @@ needs neither torch nor a model, so the bot can build and check a canvas before 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from edalle.expander.errors import ExpandError
 from edalle.expander.geometry import MAX_RATIO, TOKEN_PX, Geometry, compute_geometry, parse_ratio
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Rect = tuple[int, int, int, int]  # (top, left, bottom, right) in tokens, bottom and right excluded
 Mode = Literal['extend', 'repaint', 'dream']
@@ -82,9 +84,10 @@ class Canvas:
                 raise ValueError(f'rectangle {(top, left, bottom, right)} is not inside the {rows}×{columns} canvas')
         if not self.free:
             raise CanvasError('Nothing on this canvas may change; choose at least one cell.')
-        if int(self.free_mask().sum()) != sum(rect_area(r) for r in self.free):
+        free = self.free_cells()
+        if sum(map(sum, free)) != sum(rect_area(r) for r in self.free):
             raise ValueError('free rectangles overlap')
-        if self.source is None and not self.free_mask().all():
+        if self.source is None and not all(map(all, free)):
             raise ValueError('a canvas without a source must have every cell free')
         _ = self.mode  # refuses free cells both inside and outside the source
 
@@ -127,8 +130,19 @@ class Canvas:
 
     # ------------------------------------------------------------------ cells
 
+    def free_cells(self) -> list[list[bool]]:
+        """(rows, columns) as rows of bools: True where the cell may change (plain Python, for the bot's checks)."""
+        rows, columns = self.tokens
+        cells = [[False] * columns for _ in range(rows)]
+        for top, left, bottom, right in self.free:
+            for row in range(top, bottom):
+                cells[row][left:right] = [True] * (right - left)
+        return cells
+
     def free_mask(self) -> np.ndarray:
-        """(rows, columns) bool: True where the cell may change."""
+        """(rows, columns) bool array: True where the cell may change (for the optimiser)."""
+        import numpy as np  # the builders run in the bot, which has no numpy; only the optimiser asks for this
+
         mask = np.zeros(self.tokens, dtype=bool)
         for top, left, bottom, right in self.free:
             mask[top:bottom, left:right] = True
@@ -147,15 +161,15 @@ class Canvas:
     @property
     def mode(self) -> Mode:
         """'dream' (every cell free), 'extend' (free cells all outside the source) or 'repaint' (all inside)."""
-        mask = self.free_mask()
-        if mask.all():
+        cells = self.free_cells()
+        if all(map(all, cells)):
             return 'dream'
         assert self.source is not None
         top, left, bottom, right = self.source
-        inside = mask[top:bottom, left:right]
-        if not inside.any():
+        inside = sum(sum(row[left:right]) for row in cells[top:bottom])
+        if not inside:
             return 'extend'
-        if int(inside.sum()) == int(mask.sum()):
+        if inside == sum(map(sum, cells)):
             return 'repaint'
         raise ValueError('free cells both inside and outside the source are not supported')
 
@@ -346,8 +360,7 @@ def canvas_for_zoom(source_size_px: tuple[int, int], factor: float, max_canvas_p
         rows0, columns0 = new_rows0, new_columns0
     top, left = (rows - rows0) // 2, (columns - columns0) // 2
     source = (top, left, top + rows0, left + columns0)
-    mask = np.ones((rows, columns), dtype=bool)
-    mask[top : top + rows0, left : left + columns0] = False
+    mask = [[not (top <= r < top + rows0 and left <= c < left + columns0) for c in range(columns)] for r in range(rows)]
     return Canvas('zoom', (rows, columns), source, rects_from_mask(mask), f'{factor:g}x', scale)
 
 
@@ -479,17 +492,18 @@ def _check_limit(tokens: tuple[int, int], max_canvas_px: int, what: str) -> None
         )
 
 
-def rects_from_mask(mask: np.ndarray) -> tuple[Rect, ...]:
+def rects_from_mask(mask: Sequence[Sequence[bool]] | np.ndarray) -> tuple[Rect, ...]:
     """(rows, columns) bool → disjoint rectangles covering its True cells, sorted by (top, left).
 
     Runs of True along each row; a run continues the rectangle above it when it spans the same
     columns. A ring gives top, left, right, bottom bands; a grid-cell region few rectangles.
+    Plain Python (rows of bools or an array), so the bot can build canvases without numpy.
     """
-    mask = np.asarray(mask, dtype=bool)
+    rows = [[bool(cell) for cell in row] for row in mask]
     done: list[Rect] = []
     open_: dict[tuple[int, int], int] = {}  # (left, right) → top of the rectangle still growing
-    for row in range(mask.shape[0] + 1):
-        runs = set(_runs(mask[row])) if row < mask.shape[0] else set()
+    for row in range(len(rows) + 1):
+        runs = set(_runs(rows[row])) if row < len(rows) else set()
         for span in list(open_):
             if span not in runs:
                 done.append((open_.pop(span), span[0], row, span[1]))
@@ -503,7 +517,13 @@ def rect_area(rect: Rect) -> int:
     return (bottom - top) * (right - left)
 
 
-def _runs(line: np.ndarray) -> list[tuple[int, int]]:
-    padded = np.concatenate([[False], line, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+def _runs(line: Sequence[bool]) -> list[tuple[int, int]]:
+    """The [start, end) runs of True in a row."""
+    runs, start = [], None
+    for column, cell in enumerate([*line, False]):
+        if cell and start is None:
+            start = column
+        elif not cell and start is not None:
+            runs.append((start, column))
+            start = None
+    return runs

@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from edalle.expander.canvas import Canvas, rect_area
 
 CONTEXT_TOKENS = 4  # DefaultSettings.context_tokens
@@ -104,6 +102,8 @@ def fit_step_costs(samples: Sequence[StepSample], device: str, per_view: float |
         row = [1.0, *decode] + ([] if per_view is not None else [s.batch * s.views])
         rows.append(row)
         target.append(s.seconds - (s.batch * s.views * per_view if per_view is not None else 0.0))
+    import numpy as np  # fitting runs on a worker; estimating (the bot, before queueing) needs no numpy
+
     matrix, goal = np.asarray(rows, dtype=np.float64), np.asarray(target, dtype=np.float64)
     active = list(range(len(names)))
     while True:

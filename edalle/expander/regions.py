@@ -12,8 +12,6 @@ import math
 import re
 import string
 
-import numpy as np
-
 from edalle.expander.errors import ExpandError
 
 CELL_TOKENS = 4  # a grid cell is 4×4 tokens: 64 px
@@ -85,12 +83,11 @@ def _cell(text: str, shape: tuple[int, int]) -> Cell:
     return (row, column)
 
 
-def region_mask(cells: frozenset[Cell] | set[Cell], tokens: tuple[int, int]) -> np.ndarray:
-    """Grid cells → (rows, columns) bool token mask."""
-    mask = np.zeros(tokens, dtype=bool)
-    for row, column in cells:
-        mask[row * CELL_TOKENS : (row + 1) * CELL_TOKENS, column * CELL_TOKENS : (column + 1) * CELL_TOKENS] = True
-    return mask
+def region_mask(cells: frozenset[Cell] | set[Cell], tokens: tuple[int, int]) -> list[list[bool]]:
+    """Grid cells → (rows, columns) bool token mask, as rows of bools (the bot builds regions without numpy)."""
+    return [
+        [(row // CELL_TOKENS, column // CELL_TOKENS) in cells for column in range(tokens[1])] for row in range(tokens[0])
+    ]
 
 
 def describe_region(cells: frozenset[Cell] | set[Cell]) -> str:

@@ -82,12 +82,17 @@ def load_candidate(manifest_path: Path, index: int) -> Source:
 
 def load_image_file(path: Path, *, keep_aspect: bool = False, max_px: int = MAX_SOURCE_PX) -> Image.Image:
     """A PNG, JPEG or WebP file → RGB, with every limit checked before decoding; fitted as `load_image_bytes`."""
+    image = open_image_file(path)
+    return fit_picture(image, max_long_px=max_px) if keep_aspect else fit_square(image)
+
+
+def open_image_file(path: Path) -> Image.Image:
+    """A PNG, JPEG or WebP file → upright RGB at its own size, every limit checked before decoding (`open_image_bytes`)."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f'No picture file at {path}.')
-    size = path.stat().st_size
-    _check_bytes(size, path.name)
-    return load_image_bytes(path.read_bytes(), path.name, keep_aspect=keep_aspect, max_px=max_px)
+    _check_bytes(path.stat().st_size, path.name)
+    return open_image_bytes(path.read_bytes(), path.name)
 
 
 def load_image_bytes(
@@ -98,6 +103,13 @@ def load_image_bytes(
     `keep_aspect`: its own shape (`fit_picture`: short side 256, long side at most `max_px`,
     whole tokens); otherwise the 256×256 centre square (`fit_square`).
     """
+    image = open_image_bytes(data, name)
+    return fit_picture(image, max_long_px=max_px) if keep_aspect else fit_square(image)
+
+
+def open_image_bytes(data: bytes, name: str = 'the picture') -> Image.Image:
+    """Bytes of a PNG, JPEG or WebP picture, checked (`load_image_bytes`'s limits) and decoded at its own size: upright
+    RGB, transparency on white. For what takes any size (an upscale); the expander's sources are fitted."""
     _check_bytes(len(data), name)
     with warnings.catch_warnings():
         warnings.simplefilter('error', Image.DecompressionBombWarning)
@@ -119,7 +131,7 @@ def load_image_bytes(
             image.load()
         except Exception:
             raise SourceError(f'{name} is broken or truncated and cannot be decoded; send the file again.') from None
-    return fit_picture(image, max_long_px=max_px) if keep_aspect else fit_square(image)
+    return _upright_rgb(image)
 
 
 def _check_bytes(size: int, name: str) -> None:

@@ -39,7 +39,8 @@ class Limits:
     pending_per_user: int = 3  # jobs queued or running at once
     queue_cap: int = 200  # all users' queued + running jobs: past this the queue refuses new work
     candidates_per_imagine: int = 9  # the most candidates one imagine may ask for
-    expand_steps: int = 200  # the most optimiser steps one expand may ask for (E-DALL-E's 200)
+    expand_steps: int = 200  # optimiser steps of every optimising job (expand, zoom, pan, square, dream): asked and most
+    max_canvas_px: int = 1024  # the longest side of any picture an optimising job makes (a canvas), in pixels
     upscale_max_pixels: int = 512 * 512  # the largest picture (width × height) one upscale ×4 takes
     cooldown_seconds: float = 3.0  # between two jobs of one user
 
@@ -64,6 +65,7 @@ SETTING_SPECS: dict[str, SettingSpec] = {
         SettingSpec('queue_cap', int, 0, 1_000_000),
         SettingSpec('candidates_per_imagine', int, 1, 16),
         SettingSpec('expand_steps', int, 1, 2_000),
+        SettingSpec('max_canvas_px', int, 16, 4096),
         SettingSpec('upscale_max_pixels', int, 16 * 16, 4096 * 4096),
         SettingSpec('cooldown_seconds', float, 0, 86_400),
         SettingSpec('blocked_words', list, is_limit=False),  # list[str], matched as whole words, any case

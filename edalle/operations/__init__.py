@@ -8,13 +8,17 @@ below. Adding an operation is: its module here, its module under `bot/cogs/`, th
 
 from __future__ import annotations
 
-from edalle.operations import expand, imagine, upscale
+from edalle.operations import dream, expand, imagine, pan, square, upscale, zoom
 from edalle.operations.base import BUCKETS, Operation
 
 OPERATIONS: tuple[Operation, ...] = (
     imagine.OPERATION,
     expand.OPERATION,
     upscale.OPERATION,
+    zoom.OPERATION,
+    pan.OPERATION,
+    square.OPERATION,
+    dream.OPERATION,
 )
 
 BY_NAME: dict[str, Operation] = {operation.name: operation for operation in OPERATIONS}

@@ -101,6 +101,15 @@ def picture_of(result: Mapping[str, Any] | None, index: int) -> Picture | None:
     return next((p for p in pictures_of(result) if p.index == index), None)
 
 
+TIMELAPSE = 'timelapse'  # a result's media kind: an animation of its optimisation, the final picture last
+
+
+def media_of(result: Mapping[str, Any] | None) -> dict[str, str]:
+    """A result's media files by kind (`{TIMELAPSE: 'images/…/timelapse.gif'}`), paths relative to the data dir."""
+    media = (result or {}).get('media')
+    return {str(k): v for k, v in media.items() if isinstance(v, str)} if isinstance(media, Mapping) else {}
+
+
 # ---- the run contract -----------------------------------------------------------------------------
 
 
@@ -251,6 +260,10 @@ class Operation:
     def label(self, payload: Mapping[str, Any]) -> str:
         """This job as one step of a picture's lineage: 'imagine', 'expand 16:9', 'zoom 2×'."""
         return self.title
+
+    def estimate_seconds(self, payload: Mapping[str, Any]) -> float | None:
+        """How long one run of this request takes on a worker, estimated before it is queued; None: no estimate."""
+        return None
 
     # ---- the worker side ----------------------------------------------------------------------------
 

@@ -1,113 +1,47 @@
 """expand: widen a picture to another aspect ratio with E-DALL-E (CLIP-guided VQGAN latents, `edalle.expander`).
 
 The source is any picture of a succeeded job (a candidate keeps its exact token grid) or a member's own
-upload, which the bot checked and stored under `uploads/` before queueing. The prompt defaults to the
-parent job's; an upload has none of its own, so an empty prompt lets the picture alone guide the new
-sides. The admins' `expand_steps` limit is also what is asked for (lower is faster and rougher).
+upload, which the bot checked and stored under `uploads/` keeping its shape before queueing; a widened
+picture widens again (a 448×256 picture to 21:9 or to 1:1 and beyond …). The prompt defaults to the parent
+job's; an upload has none of its own, so an empty prompt lets the picture alone guide the new sides. Like
+every optimising operation (`optimising.CanvasOperation`) it carries its source's size, so a canvas past
+the admins' `max_canvas_px` is refused at admission naming the largest allowed, and its result has a
+time-lapse of the run; the admins' `expand_steps` limit is also what is asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edalle.errors import RequestTooLarge, RunFailed
-from edalle.operations.base import (
-    Cancelled,
-    Operation,
-    Outcome,
-    Picture,
-    RequestError,
-    RunContext,
-    Source,
-    WorkItem,
-    load_source,
-)
+from edalle.operations.base import PICTURE_SIDE, Source
+from edalle.operations.optimising import CanvasOperation
 
 if TYPE_CHECKING:
-    import numpy as np
-    from PIL import Image
-
-    from edalle.jobs.limits import Limits
+    from edalle.expander.canvas import Canvas
     from edalle.jobs.store import JobRequest
 
 GONE = 'The picture to expand is gone. Run the imagine again and pick a new one.'
 UPLOAD_GONE = 'The image to expand is gone. Attach it again with `.expand`.'
 
 
-class Expand(Operation):
+class Expand(CanvasOperation):
     name = 'expand'
     title = 'expand'
-    bucket = 'daily_edits'
-    compute = 'optimising'
     discord = 'bot.cogs.expand'
-    takes_picture = True
+    steps_noun = 'expand steps'
+    filename = 'expanded.png'
+    gone = GONE
+    upload_gone = UPLOAD_GONE
 
-    def check(self, payload: Mapping[str, Any], limits: Limits) -> None:
-        from edalle.expander.errors import ExpandError
-        from edalle.expander.geometry import compute_geometry
+    def canvas(self, payload: Mapping[str, Any], size: tuple[int, int] | None, max_canvas_px: int) -> Canvas:
+        from edalle.expander.canvas import canvas_for_ratio
 
-        try:
-            compute_geometry(str(payload.get('ratio') or '16:9'))
-        except ExpandError as exc:
-            raise RequestError(str(exc)) from None
-        if (payload.get('steps') or 0) > limits.expand_steps:
-            raise RequestTooLarge('expand steps', limits.expand_steps)
+        # a request without a size (queued before sizes were carried) is checked as a candidate's 256×256
+        return canvas_for_ratio(size or (PICTURE_SIDE, PICTURE_SIDE), str(payload.get('ratio') or '16:9'), max_canvas_px)
 
     def label(self, payload: Mapping[str, Any]) -> str:
         return f'expand {payload.get("ratio") or "16:9"}'
-
-    def run(self, engine: Any, items: Sequence[WorkItem], ctx: RunContext) -> list[Outcome]:
-        return [self._one(engine, item, ctx) for item in items]
-
-    def _one(self, engine: Any, item: WorkItem, ctx: RunContext) -> Outcome:
-        import numpy as np
-
-        from edalle.expander.sources import fit_square
-
-        source = load_source(item, gone=GONE, upload_gone=UPLOAD_GONE)
-        if isinstance(source, RunFailed):
-            return source
-        picture = source.picture
-        tokens = np.asarray(picture.tokens, dtype=np.int32) if picture is not None and picture.tokens else None
-        image = source.image if picture is not None else fit_square(source.image)  # an upload: already 256×256
-        return self._expand(engine, item, ctx, image, tokens, item.job.payload.get('prompt') or source.prompt)
-
-    def _expand(
-        self, engine: Any, item: WorkItem, ctx: RunContext, source: Image.Image, tokens: np.ndarray | None, prompt: str
-    ) -> Outcome:
-        from edalle.expander.api import ExpandRequest
-        from edalle.expander.errors import ExpandCancelled
-        from edalle.outputs import save_png
-
-        job, payload = item.job, item.job.payload
-        request = ExpandRequest(
-            source_tokens=tokens,
-            source_image=source,
-            prompt=prompt,
-            ratio=payload.get('ratio') or '16:9',
-            steps=payload.get('steps'),
-            seed=payload.get('seed'),
-        )
-        ctx.check_cancel()
-        try:
-            result = engine.expand(request, progress=ctx.progress, should_cancel=ctx.should_cancel)
-        except ExpandCancelled:
-            raise Cancelled() from None
-        except ValueError as exc:  # the expander's refusals (ExpandError: a bad ratio …) are worded for users
-            return RunFailed(str(exc))
-        path = item.folder.file('expanded.png')
-        save_png(result.image, path)
-        picture = Picture(0, item.folder.rel(path), result.width, result.height, seed=result.seed)
-        return {
-            'pictures': [picture.to_json()],
-            'settings': result.settings,
-            'seed': result.seed,
-            'prompt': prompt,
-            'parent_job_id': job.parent_job_id,
-            'parent_index': job.parent_index,
-            'source_path': payload.get('source_path'),
-        }
 
 
 OPERATION = Expand()
@@ -126,19 +60,27 @@ def request(
     ratio: str = '16:9',
     steps: int | None = None,
     seed: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    max_canvas_px: int | None = None,
     preset: str = 'mini',
     request_key: str | None = None,
     priority: int = 0,
     admin: bool = False,
 ) -> JobRequest:
     """Widen picture `parent_index` of job `parent_job_id`, or a member's picture already fitted and stored at
-    `source_path` (`uploads/….png`); the prompt defaults to the parent's."""
+    `source_path` (`uploads/….png`); the prompt defaults to the parent's. `width` × `height` is the source's size
+    (the canvas is checked against the admins' limit at admission); `max_canvas_px` None: the member's limit."""
     source = (
         Source(upload=source_path, upload_name=source_name)
         if source_path is not None
         else Source(job_id=parent_job_id, index=parent_index)
     )
     payload = {'prompt': prompt, 'ratio': ratio, 'steps': steps, 'seed': seed, 'preset': preset}
+    if width is not None and height is not None:
+        payload.update(width=width, height=height)
+    if max_canvas_px is not None:
+        payload['max_canvas_px'] = max_canvas_px
     return OPERATION.build(
         payload,
         user_id=user_id,
