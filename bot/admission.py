@@ -27,6 +27,7 @@ from bot.utils.views import status_view
 from edalle import operations
 from edalle.errors import EdalleError
 from edalle.jobs import Admission, GuildSettings, JobRequest, Limits
+from edalle.operations.imagine import MAX_NEGATIVE_CHARS
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -67,6 +68,21 @@ def clean_imagine_prompt(bot: EDalleBot, text: str) -> tuple[str, bool]:
     if not prompt:
         raise EmptyPrompt()
     return prompt, cut
+
+
+class EmptyNegative(EdalleError):
+    """The negative prompt has nothing in it I can read: write the words to avoid, or leave it out."""
+
+
+def clean_negative(bot: EDalleBot, text: str | None) -> str:
+    """A negative prompt as it will be queued: '' for none; words with nothing readable are refused (not taken
+    for none, so a member who meant something hears it). Its blocked words are checked by `fit`."""
+    if not text or not text.strip():
+        return ''
+    negative, _ = clean_prompt(text, MAX_NEGATIVE_CHARS)
+    if not negative:
+        raise EmptyNegative()
+    return negative
 
 
 async def prepare_prompt(bot: EDalleBot, guild_id: int | None, text: str) -> tuple[str, bool]:

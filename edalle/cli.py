@@ -90,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_preset_option(imagine, PRESETS, 'models to draw with')
     imagine.add_argument('-n', type=int, default=9, help='number of candidates (1–16, default 9)')
     imagine.add_argument('--seed', type=int, default=None, help='sampling seed (default: random, recorded)')
+    imagine.add_argument('--temperature', '--temp', type=float, default=None, help='randomness of the drawing (default 1)')
+    imagine.add_argument(
+        '--top-k', '--topk', type=int, default=None, help='draw from this many likeliest codes; 0 for all (default 50)'
+    )
+    imagine.add_argument(
+        '--top-p',
+        '--topp',
+        type=float,
+        default=None,
+        help='draw from the codes holding this share of probability (default off)',
+    )
+    imagine.add_argument(
+        '--cond-scale', '--scale', type=float, default=None, help='how strongly the prompt steers (default 10)'
+    )
+    imagine.add_argument(
+        '--no', dest='negative', default=None, help='a negative prompt: what to avoid, e.g. "text, watermark"'
+    )
     imagine.add_argument('--out', type=Path, default=None, help='output directory (default out/<time>-<prompt>)')
     imagine.add_argument('--dtype', choices=('float32', 'bfloat16', 'float16'), default=None, help='DalleBart compute type')
     imagine.set_defaults(handler=run_imagine)
@@ -149,9 +166,13 @@ def preset_of(args: argparse.Namespace) -> str:
 
 def run_imagine(args: argparse.Namespace) -> int:
     from edalle.engine import Engine
-    from edalle.operations.imagine import ImagineRequest, validate, write_result
+    from edalle.operations.imagine import ImagineRequest, Knobs, validate, write_result
 
-    request = ImagineRequest(prompt=args.prompt, n=args.n, seed=args.seed)
+    given = {'temperature': args.temperature, 'top_p': args.top_p, 'cond_scale': args.cond_scale, 'negative': args.negative}
+    knobs = {name: value for name, value in given.items() if value is not None}
+    if args.top_k is not None:
+        knobs['top_k'] = args.top_k or None  # 0: every code
+    request = ImagineRequest(prompt=args.prompt, n=args.n, seed=args.seed, knobs=Knobs.of(knobs))
     validate(request)  # fail before loading models
     preset = preset_of(args)
     out = args.out or Path('out') / f'{time.strftime("%Y%m%d-%H%M%S")}-{_slug(args.prompt)}'

@@ -217,6 +217,8 @@ def test_a_banned_member_is_refused_every_action_with_the_reason(
                 n for n, _ in slashes
             }
             slashes.append(('expand', {'job': job.id, 'ratio': '16:9'}))
+            # /admin is shown only to members who can manage the server: Discord itself refuses it to bob
+            slashes = [(name, options) for name, options in slashes if not name.startswith('admin')]
             for name, options in slashes:
                 await fake.invoke_slash(name, options, bob)
                 refused(await fake.wait_for_message(None, ephemeral=True))

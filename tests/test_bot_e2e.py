@@ -25,7 +25,7 @@ from bot.bot import EDalleBot
 from bot.cogs.canvas import ZOOM_PAN
 from bot.cogs.dream import DREAM
 from bot.cogs.expand import EXPAND, RATIOS
-from bot.cogs.imagine import PICK, REROLL
+from bot.cogs.imagine import PICK, REMIX, REROLL
 from bot.cogs.upscale import UPSCALE
 from bot.settings import Settings
 from bot.utils import custom_ids
@@ -105,6 +105,7 @@ def assert_grid(message: FakeMessage, job_id: int) -> None:
     assert message.custom_ids() == [PICK.id(job_id, i) for i in range(9)] + [
         REROLL.id(job_id),
         custom_ids.cancel(job_id),
+        REMIX.id(job_id),
     ]
     side = 3 * 256 + 2 * GAP
     assert len(message.attachments) == 1 and image_size(message.attachments[0].data) == (side, side)

@@ -24,7 +24,7 @@ from bot.cogs import imagine as imagine_cog
 from bot.cogs.canvas import ZOOM_PAN
 from bot.cogs.dream import DREAM
 from bot.cogs.expand import EXPAND, RATIOS
-from bot.cogs.imagine import PICK, REROLL, grid_view
+from bot.cogs.imagine import PICK, REMIX, REROLL, grid_view
 from bot.cogs.upscale import UPSCALE
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
 from bot.launcher import NO_TOKEN, NO_WORKER_LIBRARIES, preflight
@@ -115,7 +115,7 @@ def test_views_fit_discord_rows_and_every_item_is_persistent() -> None:
     picked = [c['custom_id'] for row in candidate_view(7, 2).to_components() for c in row['components']]
     assert picked == [EXPAND.id(7, 2, '16x9'), EXPAND.id(7, 2, '9x16'), custom_ids.info(7, 2), RATIOS.id(7, 2)]
     grid = [c['custom_id'] for row in grid_view(7, 9).to_components() for c in row['components']]
-    assert grid == [PICK.id(7, i) for i in range(9)] + [REROLL.id(7), custom_ids.cancel(7)]
+    assert grid == [PICK.id(7, i) for i in range(9)] + [REROLL.id(7), custom_ids.cancel(7), REMIX.id(7)]
 
 
 def test_every_operation_fits_under_one_picture_and_a_recorded_run_gets_its_time_lapse_button() -> None:

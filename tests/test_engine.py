@@ -12,7 +12,7 @@ import pytest
 
 from edalle.engine import Engine
 from edalle.operations.base import RequestError
-from edalle.operations.imagine import ImagineRequest
+from edalle.operations.imagine import ImagineRequest, Knobs
 
 LOADING: list[tuple[str, int, int]] = []  # what the module's engine reported while it loaded
 
@@ -81,7 +81,8 @@ def test_cli_imagine_writes_ranked_files_grid_and_manifest(tmp_path: Path, engin
     out = tmp_path / 'run'
     done = subprocess.run(
         [sys.executable, '-m', 'edalle.cli', '--data-dir', str(engine.data_dir), 'imagine', 'a lighthouse in a storm']
-        + ['--preset', 'tiny', '-n', '9', '--seed', '11', '--out', str(out)],
+        + ['--preset', 'tiny', '-n', '9', '--seed', '11', '--out', str(out)]
+        + ['--temperature', '0.8', '--top-k', '128', '--scale', '7', '--no', 'text, watermark'],
         capture_output=True,
         text=True,
         timeout=300,
@@ -91,6 +92,57 @@ def test_cli_imagine_writes_ranked_files_grid_and_manifest(tmp_path: Path, engin
     assert [c['file'] for c in manifest['candidates']] == [f'candidate-{i}.png' for i in range(1, 10)]
     assert all((out / c['file']).is_file() for c in manifest['candidates']) and (out / 'grid.png').is_file()
     assert set(manifest['timings']) >= {'text', 'sample', 'decode', 'rank', 'load'}
-    (api,) = engine.imagine([ImagineRequest('a lighthouse in a storm', n=9, seed=11)])
+    knobs = Knobs(temperature=0.8, top_k=128, cond_scale=7.0, negative='text, watermark')
+    assert manifest['knobs'] == knobs.to_json()  # every knob recorded beside the candidates
+    (api,) = engine.imagine([ImagineRequest('a lighthouse in a storm', n=9, seed=11, knobs=knobs)])
     assert [c['tokens'] for c in manifest['candidates']] == [c.tokens.tolist() for c in api.candidates]
     assert manifest['prompt'] == 'a lighthouse in a storm' and manifest['seed'] == 11 and manifest['preset'] == 'tiny'
+
+
+def tokens_of(result) -> list[list[int]]:
+    return [c.tokens.tolist() for c in sorted(result.candidates, key=lambda c: c.seed)]
+
+
+def test_each_requests_knobs_reach_the_sampler_and_a_mixed_batch_equals_each_alone(engine: Engine) -> None:
+    greedy = ImagineRequest('a red fox', n=3, seed=40, knobs=Knobs(top_k=1))
+    (alone,) = engine.imagine([greedy])
+    assert len({tuple(map(tuple, t)) for t in tokens_of(alone)}) == 1  # top-k 1: every seed draws the same grid
+    blind = [ImagineRequest(p, n=1, seed=7, knobs=Knobs(cond_scale=0.0)) for p in ('a red fox', 'a blue whale')]
+    fox, whale = engine.imagine(blind)
+    assert tokens_of(fox) == tokens_of(whale)  # scale 0: the prompt no longer steers
+    other = ImagineRequest('a blue whale', n=2, seed=3, knobs=Knobs(temperature=0.7, top_p=0.9, negative='rain'))
+    together = engine.imagine([greedy, other])
+    assert tokens_of(together[0]) == tokens_of(alone)
+    assert tokens_of(together[1]) == tokens_of(engine.imagine([other])[0])
+    assert together[1].knobs == other.knobs
+
+
+def test_an_empty_negative_changes_nothing_and_a_negative_is_subtracted_when_ranking(engine: Engine) -> None:
+    plain = ImagineRequest('a lighthouse', n=3, seed=5)
+    (first,) = engine.imagine([plain])
+    (empty,) = engine.imagine([ImagineRequest('a lighthouse', n=3, seed=5, knobs=Knobs(negative=''))])
+    assert tokens_of(first) == tokens_of(empty)
+    (avoided,) = engine.imagine([ImagineRequest('a lighthouse', n=3, seed=5, knobs=Knobs(negative='a dark storm'))])
+    pixels = engine.decode(np.stack([c.tokens for c in avoided.candidates]))
+    prompt, negative = engine.tokenizer.encode_prompt('a lighthouse'), engine.tokenizer.encode_prompt('a dark storm')
+    expected = engine.clip.score(pixels, prompt.normalized.strip()) - engine.clip.score(pixels, negative.normalized)
+    assert [c.score for c in avoided.candidates] == pytest.approx(expected.cpu().numpy().tolist(), abs=1e-4)
+
+
+def test_previews_show_each_requests_grid_as_it_forms_and_change_nothing(engine: Engine) -> None:
+    requests = [ImagineRequest('a red fox', n=4, seed=8), ImagineRequest('a blue whale', n=2, seed=9)]
+    seen: list[tuple[int, dict]] = []
+
+    def progress(stage, done, total, preview=None) -> None:
+        if preview is not None:
+            seen.append((done, preview))
+
+    with_previews = engine.imagine(requests, progress=progress, previews=True)
+    without = engine.imagine(requests)
+    assert [tokens_of(r) for r in with_previews] == [tokens_of(r) for r in without]  # bit-identical tokens
+    assert [done for done, _ in seen] == list(range(32, 257, 32))
+    done, last = seen[-1]
+    assert set(last) == {0, 1} and last[0].size != last[1].size  # a 2 × 2 grid and a 2 × 1 grid of 64-px pictures
+    colours = engine.code_colours()
+    assert colours.shape == (engine.vqgan.codebook.shape[0], 3)
+    assert any((engine.data_dir / 'models').rglob('code-colours.npy'))  # kept beside the VQGAN's weights

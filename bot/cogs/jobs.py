@@ -73,6 +73,9 @@ class Jobs(commands.Cog):
         quota = await self.bot.store.quota(guild_id, ctx.author.id)
         mine = await self.bot.store.user_jobs(ctx.author.id, active_only=True, limit=10)
         lines = [render.quota_line(quota)]
+        defaults = await self.bot.store.member_settings(ctx.author.id)
+        if defaults:
+            lines.append(f'Your own defaults (`.settings`): {render.knobs_line(defaults)}')
         if mine:
             lines.append('Your jobs waiting or running:')
             for job in mine:

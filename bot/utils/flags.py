@@ -4,8 +4,8 @@ A command declares the flags it knows (`Flag`: a name, how to read its value, a 
 error messages) and `parse_flags` splits what a member typed into those values and the remaining words (the
 prompt). The rules, the same for every command:
 
-- a flag is `--name` (or `—name` / `–name`: phones turn `--` into a dash), its value the next word, or
-  `--name=value`; flags and prompt words may come in any order (`.dream --ar 2:1 a wide bay` works);
+- a flag is `--name` (or `—name` / `–name`: phones turn `--` into a dash), or `-n` for a one-letter name, its
+  value the next word, or `--name=value`; flags and prompt words may come in any order (`.dream --ar 2:1 a wide bay` works);
 - a `words` flag (`--no`) takes every word up to the next flag, so a negative prompt needs no quotes;
 - a `switch` takes no value (`--fast`);
 - an unknown flag is refused, naming it and the flags the command knows: it is never drawn as part of the
@@ -24,7 +24,7 @@ from typing import Any
 
 from edalle.errors import EdalleError
 
-_FLAG = re.compile(r'^(?:--|—|–)(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:=(?P<value>.*))?$')
+_FLAG = re.compile(r'^(?:(?:--|—|–)(?P<name>[A-Za-z][A-Za-z0-9_-]*)|-(?P<short>[A-Za-z]))(?:=(?P<value>.*))?$')
 
 
 class FlagError(EdalleError):
@@ -79,9 +79,10 @@ def parse_flags(text: str, flags: Sequence[Flag]) -> Parsed:
         if match is None:
             kept.append(word)
             continue
-        flag = by_name.get(match['name'].lower())
+        typed = match['name'] or match['short']
+        flag = by_name.get(typed.lower())
         if flag is None:
-            unknown.append(f'`--{match["name"]}`')
+            unknown.append(f'`-{typed}`' if match['short'] else f'`--{typed}`')
             continue
         if flag.name in values:
             raise FlagError(f'{flag.shown} is given twice; keep one.')

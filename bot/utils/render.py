@@ -117,12 +117,34 @@ def info(job: Job, picture: Picture | None, details: Sequence[str], lineage: str
         lines.append(f'Candidate {picture.index + 1} · CLIP score {picture.score:.4f}')
     if picture is not None and picture.seed is not None and not details:
         lines.append(f'Seed: {picture.seed}')
-    for key, value in sorted((picture.knobs or {}).items()) if picture is not None else ():
-        lines.append(f'{key.replace("_", " ").capitalize()}: {value}')
+    if picture is not None and picture.knobs:
+        lines.append(f'Knobs: {knobs_line(picture.knobs)}')
     lines.extend(details)
     if lineage:
         lines.append(f'Lineage: {lineage}')
     return '\n'.join(lines)
+
+
+KNOB_WORDS = {'temperature': 'temperature', 'top_k': 'top-k', 'top_p': 'top-p', 'cond_scale': 'scale'}
+
+
+def knobs_line(knobs: Mapping[str, object]) -> str:
+    """`temperature 1 · top-k 50 · top-p off · scale 10 · no “text”`: the sampling knobs as members set them."""
+    parts = []
+    for key, word in KNOB_WORDS.items():
+        if key in knobs:
+            value = knobs[key]
+            shown = (
+                ('all' if key == 'top_k' else 'off')
+                if value is None
+                else f'{value:g}'
+                if isinstance(value, float)
+                else value
+            )
+            parts.append(f'{word} {shown}')
+    if knobs.get('negative'):
+        parts.append(f'no {quoted(str(knobs["negative"]), 200)}')
+    return ' · '.join(parts)
 
 
 def quota_line(quota: Quota) -> str:

@@ -10,6 +10,7 @@ numbered grid and a manifest, the same files the CLI writes (`write_result`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,3 +291,29 @@ def request(
     return OPERATION.build(
         payload, user_id=user_id, guild_id=guild_id, channel_id=channel_id, request_key=request_key, priority=priority
     )
+
+
+MAX_VARIANTS = 4
+_VARIANTS = re.compile(r'\{([^{}]*,[^{}]*)\}')
+
+
+def prompt_variants(prompt: str) -> list[str]:
+    """`a {red, blue} ball` → ['a red ball', 'a blue ball']: one prompt per choice, every `{…, …}` group combined,
+    at most `MAX_VARIANTS`; a prompt without such a group is its only variant. Raises `RequestError` with the
+    count when there would be more."""
+    groups = [[choice.strip() for choice in match.group(1).split(',')] for match in _VARIANTS.finditer(prompt)]
+    if not groups:
+        return [prompt]
+    if any(not choice for group in groups for choice in group):
+        raise RequestError('A `{…}` group has an empty choice: write `a {red, blue} ball`.')
+    count = math.prod(len(group) for group in groups)
+    if count > MAX_VARIANTS:
+        raise RequestError(f'That prompt makes {count} variants; at most {MAX_VARIANTS} can be drawn at once.')
+    variants = ['']
+    pieces = _VARIANTS.split(prompt)  # text, group, text, group, …, text
+    for position, piece in enumerate(pieces):
+        if position % 2 == 0:
+            variants = [v + piece for v in variants]
+        else:
+            variants = [v + choice.strip() for v in variants for choice in piece.split(',')]
+    return [re.sub(r'\s+', ' ', variant).strip() for variant in variants]
