@@ -186,6 +186,21 @@ def knobs_from(parsed: Parsed) -> dict[str, Any]:
     return {knob: parsed.get(name) for name, (knob, _) in KNOB_FLAGS.items() if name in parsed.values}
 
 
+def knobs_from_options(
+    temperature: float | None, top_k: int | None, top_p: float | None, scale: float | None, negative: str | None
+) -> dict[str, Any]:
+    """The knobs a slash command's options set (those left out are not set): top-k 0 is every code, top-p 1 none."""
+    given = {
+        'temperature': temperature,
+        'top_k': None if top_k is None else top_k or None,
+        'top_p': None if top_p is None or top_p == 1.0 else top_p,
+        'cond_scale': scale,
+        'negative': negative,
+    }
+    asked = {'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'cond_scale': scale, 'negative': negative}
+    return {name: value for name, value in given.items() if asked[name] is not None}
+
+
 def knobs_flags(knobs: imagine.Knobs) -> str:
     """Knobs as the flags that set them (the negative prompt apart): `--temp 1 --topk 50 --scale 10`."""
     parts = [f'--temp {knobs.temperature:g}', f'--topk {knobs.top_k if knobs.top_k is not None else "all"}']
@@ -312,17 +327,7 @@ class Imagine(OperationCog):
         candidates: app_commands.Range[int, 1, imagine.MAX_CANDIDATES] | None = None,
     ) -> None:
         """Draw candidates for a prompt, ranked best-first by CLIP; pick one to expand it."""
-        knobs: dict[str, Any] = {}
-        if negative is not None:
-            knobs['negative'] = negative
-        if temperature is not None:
-            knobs['temperature'] = temperature
-        if top_k is not None:
-            knobs['top_k'] = top_k or None
-        if top_p is not None:
-            knobs['top_p'] = None if top_p == 1.0 else top_p
-        if scale is not None:
-            knobs['cond_scale'] = scale
+        knobs = knobs_from_options(temperature, top_k, top_p, scale, negative)
 
         async def post(content: str, view: discord.ui.View) -> discord.Message:
             if not interaction.response.is_done():
@@ -491,17 +496,9 @@ class Imagine(OperationCog):
                 await self.bot.store.set_member_setting(interaction.user.id, name, None)
             await interaction.response.send_message('Your defaults are the usual ones again.', ephemeral=True)
             return
-        knobs: dict[str, Any] = {}
-        if temperature is not None:
-            knobs['temperature'] = temperature
-        if top_k is not None:
-            knobs['top_k'] = top_k or None
-        if top_p is not None:
-            knobs['top_p'] = None if top_p == 1.0 else top_p
-        if scale is not None:
-            knobs['cond_scale'] = scale
-        if negative is not None:
-            knobs['negative'] = '' if negative.strip() == '-' else negative
+        if negative is not None and negative.strip() == '-':
+            negative = ''
+        knobs = knobs_from_options(temperature, top_k, top_p, scale, negative)
         await interaction.response.send_message(await self.save_settings(interaction.user.id, knobs), ephemeral=True)
 
     async def save_settings(self, user_id: int, knobs: dict[str, Any]) -> str:
