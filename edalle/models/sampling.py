@@ -601,6 +601,11 @@ def sample_image_tokens(
     every request's tokens so far, (N, tokens_done) each (a host copy: it waits for the chunk;
     without `preview` nothing waits unless `progress` asks). A forced prefix every row shares is
     filled first (`prefill=False` decodes it step by step instead, the same tokens).
+
+    Compiled programs depend only on shapes and `use_top_p`, never on knob, seed or token values:
+    per row bucket × text bucket, the start, the cache growths and the 32-step chunk at each cache
+    size; with a forced prefix, the prefill per distinct-prefix bucket and cache size, and a
+    16-step chunk when the prefix ends mid-chunk (an odd number of kept token rows).
     """
     codebook_count = codebook_count or weights.decoder.lm_head.shape[1]  # the drawable codes
     length = config.image_length
