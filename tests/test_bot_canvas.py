@@ -65,7 +65,8 @@ def test_pick_zoom_out_then_pan_the_result_and_past_the_limit_a_refusal(
             await fake.send_user_message(fake.channel, fake.alice, '.imagine a harbour at dawn')
             status = await fake.wait_for_message(fake.channel)
             grid_id = job_id_in(status)
-            grid = await fake.wait_for_edit(status, lambda m: bool(m.attachments), timeout=RESULT_TIMEOUT)
+            # progress edits may carry a preview picture; the grid is the edit with its pick buttons
+            grid = await fake.wait_for_edit(status, lambda m: PICK.id(grid_id, 0) in m.custom_ids(), timeout=RESULT_TIMEOUT)
             await fake.click_button(grid, PICK.id(grid_id, 0), fake.alice)
             picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 1 of job' in m.content)
             assert ZOOM_PAN.id(grid_id, 0) in picked.custom_ids() and DREAM.id(grid_id, 0) in picked.custom_ids()

@@ -217,7 +217,7 @@ def test_reactions_pick_and_expand_and_big_files_are_reencoded(
             await fake.send_user_message(fake.images_channel, fake.bob, '.imagine a red fox in the snow')
             status = await fake.wait_for_message(fake.images_channel)
             job_id = job_id_in(status)
-            grid = await fake.wait_for_edit(status, lambda m: bool(m.attachments), timeout=RESULT_TIMEOUT)
+            grid = await fake.wait_for_edit(status, is_grid, timeout=RESULT_TIMEOUT)
             assert grid.attachments[0].filename.endswith('.jpg') and grid.attachments[0].size <= 200_000
             assert 'Re-encoded as JPEG' in grid.content
 
