@@ -8,13 +8,16 @@ below. Adding an operation is: its module here, its module under `bot/cogs/`, th
 
 from __future__ import annotations
 
-from edalle.operations import expand, imagine, upscale
+from edalle.operations import expand, imagine, repaint, repaint_clip, upscale, vary
 from edalle.operations.base import BUCKETS, Operation
 
 OPERATIONS: tuple[Operation, ...] = (
     imagine.OPERATION,
     expand.OPERATION,
     upscale.OPERATION,
+    vary.OPERATION,
+    repaint.OPERATION,
+    repaint_clip.OPERATION,
 )
 
 BY_NAME: dict[str, Operation] = {operation.name: operation for operation in OPERATIONS}
