@@ -1,4 +1,4 @@
-"""`edalle`: the command line. Subcommands: imagine, expand, models, worker, bot.
+"""`edalle`: the command line. Subcommands: imagine, expand, vary, repaint, models, worker, bot.
 
 Errors a user can fix (a bad prompt, missing weights, a bad ratio) print one short line on
 stderr and exit with status 2; nothing a user can fix ever prints a traceback. `--debug`
@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     imagine.set_defaults(handler=run_imagine)
 
     _add_expand_parser(commands)
+    _add_vary_parser(commands)
+    _add_repaint_parser(commands)
     _add_models_parser(commands)
     _add_worker_parser(commands)
     _add_bot_parser(commands)
@@ -163,6 +166,156 @@ def _run_expand(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UserError('The expander is not installed in this build.') from exc
     return run_expand(args, StageBars)
+
+
+# --------------------------------------------------------------------------- vary and repaint
+
+
+def _add_vary_parser(commands: Any) -> None:
+    vary = commands.add_parser('vary', help='redraw the lower part of a candidate, keeping its top token rows')
+    vary.add_argument('manifest', type=Path, help='an imagine (or vary) manifest.json, or its directory')
+    vary.add_argument('--index', type=int, default=1, help='which candidate, 1 = best (default 1)')
+    vary.add_argument(
+        '--strength',
+        choices=('subtle', 'strong'),
+        default='subtle',
+        help='subtle: redraw the bottom quarter; strong: three quarters',
+    )
+    vary.add_argument('--prompt', default=None, help="what to draw (default: the manifest's prompt)")
+    vary.add_argument('-n', type=int, default=9, help='number of variations (1–16, default 9)')
+    vary.add_argument('--seed', type=int, default=None, help='sampling seed (default: random, recorded)')
+    vary.add_argument('--preset', default='mini', help='models to use (mini, mega or tiny)')
+    vary.add_argument('--dtype', choices=('float32', 'bfloat16', 'float16'), default=None, help='DalleBart compute type')
+    vary.add_argument('--out', type=Path, required=True, help='output directory')
+    vary.set_defaults(handler=run_vary)
+
+
+def run_vary(args: argparse.Namespace) -> int:
+    from edalle.engine import Engine
+    from edalle.expander.sources import load_candidate
+    from edalle.operations.vary import VaryRequest, validate, vary, write_vary_result
+
+    source = load_candidate(args.manifest, args.index)
+    request = VaryRequest(
+        tokens=source.tokens,
+        image=source.image,
+        prompt=args.prompt if args.prompt is not None else (source.prompt or ''),
+        strength=args.strength,
+        n=args.n,
+        seed=args.seed,
+        knobs=_manifest_knobs(args.manifest),
+    )
+    validate(request)  # fail before loading models
+    engine = Engine.load(args.preset, args.data_dir, dtype=args.dtype)
+    with StageBars() as bars:
+        (result,) = vary(engine, [request], progress=bars.update)
+    origin = {'manifest': str(args.manifest), 'index': args.index}
+    write_vary_result(result, args.out, extra={'preset': args.preset, 'n': args.n, 'source': origin})
+    best = result.candidates[0]
+    print(
+        f'{args.out}: {len(result.candidates)} variations ({args.strength}), best score {best.score:.2f} (seed {best.seed})'
+    )
+    return 0
+
+
+def _manifest_knobs(manifest: Path) -> Any:
+    """The knobs a manifest's candidates were drawn with (defaults for manifests written before knobs)."""
+    import json
+
+    from edalle.operations.imagine import Knobs
+
+    path = manifest / 'manifest.json' if manifest.is_dir() else manifest
+    knobs = json.loads(path.read_text()).get('knobs')
+    return Knobs.of(knobs) if isinstance(knobs, dict) else Knobs()
+
+
+def _add_repaint_parser(commands: Any) -> None:
+    repaint = commands.add_parser('repaint', help='redraw cells of a picture (A1–D4 on 256×256) under a new prompt')
+    repaint.add_argument('source', type=Path, help='an imagine manifest.json (or its directory) or an image file')
+    repaint.add_argument('--index', type=int, default=1, help='which candidate of a manifest, 1 = best (default 1)')
+    repaint.add_argument('--region', required=True, help='cells to redraw: B2:C3 (a range) or A1,B1 (a list)')
+    repaint.add_argument('--prompt', required=True, help='what the cells should show')
+    repaint.add_argument(
+        '--method',
+        choices=('tokens', 'clip'),
+        default='tokens',
+        help='tokens (fast, 256×256) or clip (CLIP-guided, any size)',
+    )
+    repaint.add_argument('--steps', type=int, default=None, help='clip: optimisation steps (default: the method default)')
+    repaint.add_argument('--init', choices=('edit', 'remove'), default='edit', help='clip: start from the picture or a blur')
+    repaint.add_argument('--seed', type=int, default=None)
+    repaint.add_argument('--preset', default='mini', help='models to use (mini, mega or tiny)')
+    repaint.add_argument('--out', type=Path, required=True, help='output PNG file')
+    repaint.set_defaults(handler=run_repaint)
+
+
+def run_repaint(args: argparse.Namespace) -> int:
+    from edalle.expander.cli import OUTPUT_SUFFIXES, _save
+    from edalle.expander.sources import is_manifest, load_source
+
+    if args.out.suffix.lower() not in OUTPUT_SUFFIXES or args.out.is_dir():
+        raise UserError(f'--out must be a file ending in .png, .webp or .jpg (got {args.out}).')
+    source = load_source(args.source, args.index, keep_aspect=True)  # a picture file keeps its own shape
+    knobs = _manifest_knobs(args.source) if is_manifest(args.source) else None
+    if args.method == 'tokens':
+        image, seconds, note = _repaint_tokens(args, source, knobs)
+    else:
+        image, seconds, note = _repaint_clip(args, source)
+    _save(image, args.out)
+    print(f'{args.out}: {args.region.strip().upper()} repainted by {args.method} ({note}, {seconds:.1f} s)')
+    return 0
+
+
+def _repaint_tokens(args: argparse.Namespace, source: Any, knobs: Any) -> tuple[Any, float, str]:
+    import numpy as np
+
+    from edalle.engine import Engine
+    from edalle.operations.imagine import Knobs
+    from edalle.operations.repaint import CLIP_INSTEAD, RepaintRequest, repaint, validate
+    from edalle.operations.token_grid import GRID_SIDE, tokens_of
+
+    if source.image.size != (256, 256):
+        raise UserError(
+            f'Repainting by tokens needs a 256×256 picture; {source.origin} is {source.image.size[0]}×'
+            f'{source.image.size[1]}.{CLIP_INSTEAD}'
+        )
+    placeholder = np.zeros((GRID_SIDE, GRID_SIDE), np.int32) if source.tokens is None else source.tokens
+    request = RepaintRequest(placeholder, source.image, args.region, args.prompt, seed=args.seed, knobs=knobs or Knobs())
+    validate(request)  # fail before loading models
+    engine = Engine.load(args.preset, args.data_dir)
+    if source.tokens is None:  # a picture file: its tokens are the VQGAN's encoding of it
+        request = replace(request, tokens=tokens_of(engine, None, source.image))
+    started = time.perf_counter()
+    with StageBars() as bars:
+        (result,) = repaint(engine, [request], progress=bars.update)
+    best = result.samples[0]
+    return (
+        result.image,
+        time.perf_counter() - started,
+        f'best of {len(result.samples)}, score {best.score:.2f}, seed {best.seed}',
+    )
+
+
+def _repaint_clip(args: argparse.Namespace, source: Any) -> tuple[Any, float, str]:
+    from edalle.expander.api import CanvasRequest, prepare_canvas, run
+    from edalle.expander.canvas import canvas_for_region
+    from edalle.expander.cli import _preset, load_models
+
+    request = CanvasRequest(
+        canvas=canvas_for_region(source.image.size, args.region),
+        source_image=source.image,
+        source_tokens=source.tokens,
+        prompt=args.prompt,
+        steps=args.steps,
+        seed=args.seed,
+        init=args.init,
+    )
+    request = replace(request, seed=prepare_canvas(request).seed)  # fail before loading models; the seed is printed
+    vqgan, clip = load_models(_preset(args.preset), args.data_dir)
+    started = time.perf_counter()
+    with StageBars() as bars:
+        result = run(vqgan, clip, request, progress=bars.update)
+    return result.image, time.perf_counter() - started, f'{result.settings["steps"]} steps, seed {result.seed}'
 
 
 # --------------------------------------------------------------------------- models

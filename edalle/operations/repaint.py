@@ -83,7 +83,7 @@ class RepaintResult:
     image: Image.Image  # the best sample, composited into the source
     tokens: np.ndarray  # (16, 16) its grid: the source's outside the region
     region: str  # the cells as typed, upper case ('B2:C3')
-    cells: str  # every cell, sorted ('B2,B3,C2,C3')
+    cells: str  # every cell, row by row ('B2,C2,B3,C3')
     prompt: str
     normalized_prompt: str
     truncated: bool
@@ -149,24 +149,14 @@ def repaint(engine: Any, requests: list[RepaintRequest], progress: Progress | No
     negatives = [engine.tokenizer.encode_prompt(r.knobs.negative) if r.knobs.negative.strip() else None for r in requests]
     seeds = [r.seed if r.seed is not None else random.randint(0, MAX_SEED - MAX_CANDIDATES) for r in requests]
     canvases = [region_canvas(r.region) for r in requests]
-    kept = [~canvas.free_mask().reshape(-1) for canvas in canvases]  # (256,) forced outside the region
+    kept = [kept_positions(canvas) for canvas in canvases]
     timings['text'] = time.perf_counter() - started
     report('encode', len(requests), len(requests), None)
 
     started = time.perf_counter()
-    sample_requests = [
-        engine.sample_request(
-            prompt,
-            negative,
-            [seed + j for j in range(r.n)],
-            r.knobs,
-            forced_tokens=np.asarray(r.tokens, np.int32).reshape(-1),
-            forced_mask=mask,
-            score_forced_suffix=True,
-        )
-        for r, prompt, negative, seed, mask in zip(requests, prompts, negatives, seeds, kept, strict=True)
-    ]
-    sampled = engine.sample(sample_requests, progress=lambda done, total: report('sample', done, total, None))
+    sampled = engine.sample(
+        sample_requests(engine, requests, seeds), progress=lambda done, total: report('sample', done, total, None)
+    )
     timings['sample'] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -210,8 +200,33 @@ def repaint(engine: Any, requests: list[RepaintRequest], progress: Progress | No
     return results
 
 
+def kept_positions(canvas: Any) -> np.ndarray:
+    """(256,) bool: the positions forced to the picture's tokens, every one outside the region."""
+    return ~canvas.free_mask().reshape(-1)
+
+
+def sample_requests(engine: Any, requests: list[RepaintRequest], seeds: list[int]) -> list[Any]:
+    """Each request's samples for `Engine.sample`: every token outside the region forced, the kept tokens after
+    it scored; sample j with seed + j."""
+    out = []
+    for r, seed in zip(requests, seeds, strict=True):
+        negative = engine.tokenizer.encode_prompt(r.knobs.negative) if r.knobs.negative.strip() else None
+        out.append(
+            engine.sample_request(
+                engine.tokenizer.encode_prompt(r.prompt),
+                negative,
+                [seed + j for j in range(r.n)],
+                r.knobs,
+                forced_tokens=np.asarray(r.tokens, np.int32).reshape(-1),
+                forced_mask=kept_positions(region_canvas(r.region)),
+                score_forced_suffix=True,
+            )
+        )
+    return out
+
+
 def cells_of(region: str) -> str:
-    """Every cell a region names, sorted: 'B2:C3' → 'B2,B3,C2,C3'."""
+    """Every cell a region names, sorted: 'B2:C3' → 'B2,C2,B3,C3'."""
     from edalle.expander.regions import describe_region, parse_region
 
     return describe_region(parse_region(region, (GRID_SIDE, GRID_SIDE)))
@@ -231,7 +246,7 @@ class Repaint(Operation):
         check_prompt(payload.get('prompt'))
         check_square(payload.get('width'), payload.get('height'), 'repaint by tokens', CLIP_INSTEAD)
         region_canvas(str(payload.get('region') or ''))
-        n, seed = payload.get('n') or SAMPLES, payload.get('seed')
+        n, seed = SAMPLES if payload.get('n') is None else payload.get('n'), payload.get('seed')
         if not isinstance(n, int) or not 1 <= n <= MAX_CANDIDATES:
             raise RequestError(f'The number of samples must be between 1 and {MAX_CANDIDATES} (got {n}).')
         if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - MAX_CANDIDATES):

@@ -40,12 +40,15 @@ INITS = ('edit', 'remove')  # from the region's own latents, or from a blur of w
 
 
 def check_region(region: str, width: object, height: object) -> None:
-    """Refuse a region that does not parse on a `width` × `height` picture's grid, or covers all or nothing."""
-    from edalle.expander.canvas import canvas_for_region
+    """Refuse a region that does not parse on a `width` × `height` picture's grid or covers all or nothing, and a
+    picture larger than the expander's canvas limit (an upscaled one)."""
+    from edalle.expander.canvas import MAX_CANVAS_PX, canvas_for_region
     from edalle.expander.errors import ExpandError
 
     if not isinstance(width, int) or not isinstance(height, int):
         raise RequestError('Say which picture to repaint: its size is missing.')
+    if max(width, height) > MAX_CANVAS_PX:
+        raise RequestError(f'This picture is {width}×{height}; I repaint pictures of up to {MAX_CANVAS_PX} px a side.')
     try:
         canvas_for_region((width, height), region)
     except ExpandError as exc:

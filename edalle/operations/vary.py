@@ -145,20 +145,8 @@ def vary(
     report('encode', len(requests), len(requests), None)
 
     started = time.perf_counter()
-    positions = np.arange(GRID_SIDE * GRID_SIDE)
-    sample_requests = [
-        engine.sample_request(
-            prompt,
-            negative,
-            [seed + j for j in range(r.n)],
-            r.knobs,
-            forced_tokens=np.asarray(r.tokens, np.int32).reshape(-1),
-            forced_mask=positions < r.kept_rows * GRID_SIDE,
-        )
-        for r, prompt, negative, seed in zip(requests, prompts, negatives, seeds, strict=True)
-    ]
     sampled = engine.sample(
-        sample_requests,
+        sample_requests(engine, requests, seeds),
         progress=lambda done, total: report('sample', done, total, None),
         preview=engine.preview_grids(report) if previews else None,
     ).tokens
@@ -210,6 +198,25 @@ def vary(
     return results
 
 
+def sample_requests(engine: Any, requests: list[VaryRequest], seeds: list[int]) -> list[Any]:
+    """Each request's candidates for `Engine.sample`: its kept rows forced, candidate j with seed + j."""
+    positions = np.arange(GRID_SIDE * GRID_SIDE)
+    out = []
+    for r, seed in zip(requests, seeds, strict=True):
+        negative = engine.tokenizer.encode_prompt(r.knobs.negative) if r.knobs.negative.strip() else None
+        out.append(
+            engine.sample_request(
+                engine.tokenizer.encode_prompt(r.prompt),
+                negative,
+                [seed + j for j in range(r.n)],
+                r.knobs,
+                forced_tokens=np.asarray(r.tokens, np.int32).reshape(-1),
+                forced_mask=positions < r.kept_rows * GRID_SIDE,
+            )
+        )
+    return out
+
+
 def variation_canvas(strength: str) -> Any:
     """The rows a variation redraws, as a canvas of the 16 × 16 grid (for the decode window and the feather)."""
     changed = np.zeros((GRID_SIDE, GRID_SIDE), bool)
@@ -248,7 +255,7 @@ class Vary(Operation):
     def check(self, payload: Mapping[str, Any], limits: Limits) -> None:
         check_strength(payload.get('strength'))
         check_square(payload.get('width'), payload.get('height'), 'vary')
-        n = payload.get('n') or 9
+        n = 9 if payload.get('n') is None else payload.get('n')
         if not isinstance(n, int) or not 1 <= n <= MAX_CANDIDATES:
             raise RequestError(f'The number of variations must be between 1 and {MAX_CANDIDATES} (got {n}).')
         if n > limits.candidates_per_imagine:
