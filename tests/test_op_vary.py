@@ -239,3 +239,16 @@ def test_the_runner_varies_each_item_and_fails_a_bad_one_alone(tiny_engine, pick
     grid = tokens_of(tiny_engine, None, pick.image)  # a picture without tokens: the VQGAN's encoding is kept
     assert encoded['prompt'] == 'a blue fox' and encoded['strength'] == 'strong'
     assert all(np.array_equal(np.asarray(p.tokens)[:4], grid[:4]) for p in pictures_of(encoded))
+
+
+@pytest.mark.slow
+def test_the_prompt_part_of_the_ranking_is_what_imagine_ranks_by_negative_included(tiny_engine, nine, pick) -> None:
+    from edalle.operations.token_grid import pixels_of
+
+    _, result = nine
+    pixels = pixels_of([*(c.image for c in result.candidates), pick.image])
+    for negative in ('', 'a blurry photo'):
+        prompt_scores, similarities = vary.ranking_scores(tiny_engine.clip, pixels, 'a red fox', negative)
+        want = tiny_engine.rank(pixels[:-1], 'a red fox', negative)
+        np.testing.assert_allclose(prompt_scores, want, rtol=0, atol=1e-3)
+    assert similarities.shape == (9,) and (similarities <= 100 + 1e-3).all()

@@ -36,7 +36,7 @@ from edalle.operations.base import (
     load_source,
 )
 from edalle.operations.imagine import MAX_CANDIDATES, MAX_SEED, Knobs, validate_knobs
-from edalle.operations.token_grid import GRID_SIDE, check_square, pixels_of, redraw, tokens_of
+from edalle.operations.token_grid import GRID_SIDE, check_square, knobs_of, pixels_of, redraw, tokens_of
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -295,7 +295,7 @@ class Repaint(Operation):
             prompt=str(payload.get('prompt') or ''),
             n=int(payload.get('n') or SAMPLES),
             seed=payload.get('seed'),
-            knobs=Knobs.of(picture.knobs) if picture is not None and picture.knobs else Knobs(),
+            knobs=knobs_of(picture),
         )
         try:
             validate(request)
@@ -310,14 +310,12 @@ def result_summary(result: RepaintResult, item: WorkItem) -> dict[str, Any]:
     job = item.job
     path = item.folder.file('repainted.png')
     save_png(result.image, path)
-    best = result.samples[0]
-    picture = Picture(
+    picture = Picture(  # no `score`: members read a picture's score as CLIP's; the samples' scores are below
         0,
         item.folder.rel(path),
         PICTURE_SIDE,
         PICTURE_SIDE,
         tokens=result.tokens.tolist(),
-        score=round(best.score, 4),
         seed=result.seed,
         knobs=result.knobs.to_json(),
     )

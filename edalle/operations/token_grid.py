@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edalle.operations.base import PICTURE_SIDE, Picture, RequestError
+from edalle.operations.imagine import Knobs
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +41,16 @@ def check_square(width: object, height: object, what: str, otherwise: str = '') 
             f'I can {what} only 256×256 pictures (a candidate, or a picture made from one); '
             f'this one is {width}×{height}.{otherwise}'
         )
+
+
+def knobs_of(picture: Picture | None) -> Knobs:
+    """The knobs a picture was drawn with (`Picture.knobs`), for drawing more of it; defaults where it has none."""
+    if picture is None or not picture.knobs:
+        return Knobs()
+    try:
+        return Knobs.of(picture.knobs)
+    except TypeError:  # a result written by another version: its knobs are not ours
+        return Knobs()
 
 
 def kept_canvas(changed: np.ndarray, kind: str, label: str) -> Canvas:

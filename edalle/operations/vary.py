@@ -45,7 +45,7 @@ from edalle.operations.imagine import (
     validate_knobs,
     write_result,
 )
-from edalle.operations.token_grid import GRID_SIDE, check_square, kept_canvas, pixels_of, redraw, tokens_of
+from edalle.operations.token_grid import GRID_SIDE, check_square, kept_canvas, knobs_of, pixels_of, redraw, tokens_of
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -131,8 +131,6 @@ def vary(
     import random
     import time
 
-    import torch
-
     report = progress or (lambda stage, done, total, preview=None: None)
     for request in requests:
         validate(request)
@@ -165,10 +163,9 @@ def vary(
     for i, (r, prompt, negative, seed, (grids, images)) in enumerate(
         zip(requests, prompts, negatives, seeds, drawn, strict=True)
     ):
-        pixels = pixels_of(images).to(engine.clip.device)
-        prompt_scores = engine.rank(pixels, prompt.normalized.strip() or r.prompt, negative.normalized if negative else '')
-        with torch.inference_mode():
-            similarities = similarity_scores(engine.clip, pixels, pixels_of([r.image]).to(engine.clip.device))
+        pixels = pixels_of([*images, r.image]).to(engine.clip.device)  # the candidates, then the pick
+        text = prompt.normalized.strip() or r.prompt
+        prompt_scores, similarities = ranking_scores(engine.clip, pixels, text, negative.normalized if negative else '')
         scores = prompt_scores + SIMILARITY_WEIGHT * similarities
         order = np.argsort(-scores, kind='stable')
         candidates = [
@@ -224,11 +221,20 @@ def variation_canvas(strength: str) -> Any:
     return kept_canvas(changed, 'vary', strength)
 
 
-def similarity_scores(clip: Any, pixels: Any, pick: Any) -> np.ndarray:
-    """(B,) 100 · cos(picture, pick) under CLIP's image tower: how close each candidate stays to the pick."""
-    embeddings = clip.encode_images(pixels)  # (B, D), L2-normalised
-    reference = clip.encode_images(pick)  # (1, D)
-    return (100.0 * (embeddings @ reference.T).squeeze(1)).float().cpu().numpy()
+def ranking_scores(clip: Any, pixels: Any, prompt: str, negative: str = '') -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of a variation's score, from one pass of CLIP's image tower over (B + 1, 3, H, W) pixels, the
+    B candidates then the pick: (B,) 100 · cos(picture, prompt), minus 100 · cos(picture, negative) where there is
+    a negative (as `Engine.rank` scores an imagine), and (B,) 100 · cos(picture, pick), how close each stays."""
+    import torch
+
+    with torch.inference_mode():
+        embeddings = clip.encode_images(pixels)  # (B + 1, D), L2-normalised
+        texts = clip.encode_text([prompt, negative] if negative.strip() else [prompt])  # (1 or 2, D)
+    candidates, pick = embeddings[:-1], embeddings[-1:]
+    cosines = 100.0 * (candidates @ texts.T)  # (B, 1 or 2)
+    prompt_scores = cosines[:, 0] - cosines[:, 1] if negative.strip() else cosines[:, 0]
+    similarities = 100.0 * (candidates @ pick.T)[:, 0]
+    return prompt_scores.float().cpu().numpy(), similarities.float().cpu().numpy()
 
 
 def write_vary_result(result: VaryResult, directory: Any, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -318,7 +324,7 @@ class Vary(Operation):
         picture, image = source.picture, source.image
         if image.size != (PICTURE_SIDE, PICTURE_SIDE):
             return RunFailed(f'I can vary only 256×256 pictures; this one is {image.width}×{image.height}.')
-        knobs = Knobs.of(picture.knobs) if picture is not None and picture.knobs else Knobs()
+        knobs = knobs_of(picture)
         request = VaryRequest(
             tokens=tokens_of(engine, picture, image),
             image=image,
