@@ -1,5 +1,5 @@
-"""`edalle`: the command line. Subcommands: imagine, expand, zoom, pan, square, dream, upscale, models, worker,
-bot, status.
+"""`edalle`: the command line. Subcommands: imagine, expand, vary, repaint, zoom, pan, square, dream, upscale,
+models, worker, bot, status.
 
 Every command first reads `.env` (`--env-file`; a variable set in the shell wins), so one file
 configures them all, and logs in one format (`EDALLE_LOG_LEVEL`). The global options (`--data-dir`,
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     imagine.set_defaults(handler=run_imagine)
 
     _add_expand_parser(commands)
+    _add_variation_parsers(commands)
     _add_canvas_parsers(commands)
     _add_models_parser(commands)
     _add_worker_parser(commands)
@@ -263,6 +264,22 @@ def _run_expand(args: argparse.Namespace) -> int:
         raise UserError('The expander is not installed in this build.') from exc
     args.preset = preset_of(args)
     return run_expand(args, StageBars)
+
+
+# --------------------------------------------------------------------------- vary and repaint
+
+
+def _add_variation_parsers(commands: Any) -> None:
+    from edalle.variation_cli import add_variation_parsers
+
+    add_variation_parsers(commands, _run_variation, subcommand, add_preset_option)
+
+
+def _run_variation(args: argparse.Namespace) -> int:
+    from edalle.variation_cli import run_variation_command
+
+    args.preset = preset_of(args)
+    return run_variation_command(args, StageBars)
 
 
 # --------------------------------------------------------------------------- zoom, pan, square, dream, upscale

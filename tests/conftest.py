@@ -32,3 +32,11 @@ def torch_grad_mode_on() -> Iterator[None]:
     if torch is not None:
         torch.set_grad_enabled(True)
     yield
+
+
+@pytest.fixture(scope='session')
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The engine on the tiny preset, loaded once for the tests of the operations that run on it (vary, repaint)."""
+    from edalle.engine import Engine
+
+    return Engine.load('tiny', tmp_path_factory.mktemp('tiny-engine'))

@@ -26,7 +26,9 @@ from bot.cogs.canvas import ZOOM_PAN
 from bot.cogs.dream import DREAM
 from bot.cogs.expand import EXPAND, RATIOS
 from bot.cogs.imagine import PICK, REMIX, REROLL
+from bot.cogs.repaint import CELLS, REPAINT
 from bot.cogs.upscale import UPSCALE
+from bot.cogs.vary import VARIATION, VARY
 from bot.settings import Settings
 from bot.utils import custom_ids
 from edalle.grid import GAP
@@ -127,11 +129,14 @@ async def wait_for_widened(fake: FakeDiscord, channel: Any, ratio: str, size: tu
     return done, expand_id
 
 
-def every_next_step(job_id: int, index: int = 0, *, timelapse: bool) -> list[str]:
+def every_next_step(job_id: int, index: int = 0, *, timelapse: bool, square: bool = False) -> list[str]:
     """The controls under a picture (its result or posted alone), in the order `picture_view` lays them out: every
     operation's buttons, 🎞️ where its run was recorded, ℹ️, then each menu."""
     buttons = [EXPAND.id(job_id, index, '16x9'), EXPAND.id(job_id, index, '9x16'), UPSCALE.id(job_id, index)]
-    buttons += [DREAM.id(job_id, index)] + ([custom_ids.timelapse(job_id)] if timelapse else [])
+    if square:  # vary keeps token rows of a 256×256 picture
+        buttons += [VARY.id(job_id, index, 'subtle'), VARY.id(job_id, index, 'strong')]
+    buttons += [REPAINT.id(job_id, index), DREAM.id(job_id, index)]
+    buttons += [custom_ids.timelapse(job_id)] if timelapse else []
     return [*buttons, custom_ids.info(job_id, index), RATIOS.id(job_id, index), ZOOM_PAN.id(job_id, index)]
 
 
@@ -178,7 +183,7 @@ def test_imagine_pick_and_expand_by_buttons_across_a_restart(
                 await fake.click_button(grid, PICK.id(job_id, 2), fake.alice)
                 picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 3 of job' in m.content)
                 assert image_size(picked.attachments[0].data) == (256, 256)
-                assert picked.custom_ids() == every_next_step(job_id, 2, timelapse=False)
+                assert picked.custom_ids() == every_next_step(job_id, 2, timelapse=False, square=True)
 
                 await fake.click_button(picked, custom_ids.info(job_id, 2), fake.alice)
                 info = await fake.wait_for_message(None, ephemeral=True)
@@ -324,5 +329,79 @@ def test_a_result_finished_while_the_bot_was_down_is_posted_once_after_restart(
         assert sorted(m.id for m in grids) == sorted([first.id, replacement.id])
         assert (await read_job(worker_db, first_id)).result_message_id == first.id
         assert (await read_job(worker_db, second_id)).result_message_id == replacement.id
+
+    run(main(), TEST_TIMEOUT)
+
+
+def test_vary_a_pick_then_repaint_a_cell_of_a_variation(
+    worker_db: Path, bot_data_dir: Path, discord_errors: Any, bot_errors: Any
+) -> None:
+    """a pick → 🪄 Vary (subtle) → a grid of variations → pick → 🖌 (a private copy with its cells) → B2 and a prompt in
+    the form → the repainted picture; someone else's clicks on the pick and the variation are refused privately."""
+
+    async def main() -> None:
+        async with running_fake() as fake, edalle_bot(fake, bot_data_dir, worker_db):
+            await fake.send_user_message(fake.channel, fake.alice, '.imagine a pug on a sofa')
+            status = await fake.wait_for_message(fake.channel)
+            job_id = job_id_in(status)
+            grid = await fake.wait_for_edit(status, is_grid, timeout=RESULT_TIMEOUT)
+            await fake.click_button(grid, PICK.id(job_id, 0), fake.alice)
+            picked = await fake.wait_for_message(fake.channel, lambda m: 'candidate 1 of job' in m.content)
+            assert {VARY.id(job_id, 0, 'subtle'), VARY.id(job_id, 0, 'strong'), REPAINT.id(job_id, 0)} <= set(
+                picked.custom_ids()
+            )
+            assert 'keeps the top three quarters and redraws the bottom quarter' in picked.content  # what it changes
+
+            await fake.click_button(picked, VARY.id(job_id, 0, 'subtle'), fake.bob)
+            assert 'belong to' in (await fake.wait_for_message(None, ephemeral=True)).content
+            await fake.click_button(picked, VARY.id(job_id, 0, 'subtle'), fake.alice)
+            varying = await fake.wait_for_message(fake.channel, lambda m: 'vary (subtle) of job' in m.content, timeout=10)
+            vary_id = job_id_in(varying)
+            variations = await fake.wait_for_edit(
+                varying, lambda m: VARIATION.id(vary_id, 0) in m.custom_ids() and bool(m.attachments), timeout=RESULT_TIMEOUT
+            )
+            assert variations.custom_ids() == [VARIATION.id(vary_id, i) for i in range(9)] + [custom_ids.cancel(vary_id)]
+            side = 3 * 256 + 2 * GAP
+            assert image_size(variations.attachments[0].data) == (side, side)
+            assert 'best first by CLIP' in variations.content and 'redraws the bottom quarter' in variations.content
+
+            await fake.click_button(variations, VARIATION.id(vary_id, 0), fake.alice)
+            variation = await fake.wait_for_message(fake.channel, lambda m: f'variation 1 of job #{vary_id}' in m.content)
+            mine = [
+                custom_ids.info(vary_id, 0),
+                REPAINT.id(vary_id, 0),
+                VARY.id(vary_id, 0, 'strong'),
+                EXPAND.id(vary_id, 0, '16x9'),
+            ]
+            assert set(mine) <= set(variation.custom_ids()) and RATIOS.id(vary_id, 0) in variation.custom_ids()
+
+            await fake.click_button(variation, REPAINT.id(vary_id, 0), fake.bob)
+            assert 'belong to' in (await fake.wait_for_message(None, ephemeral=True)).content
+            await fake.click_button(variation, REPAINT.id(vary_id, 0), fake.alice)
+            chooser = await fake.wait_for_message(None, ephemeral=True)
+            assert image_size(chooser.attachments[0].data) == (512, 512) and 'columns A–D, rows 1–4' in chooser.content
+            assert chooser.custom_ids() == [CELLS.id(vary_id, 0)]
+            opened = await fake.select(chooser, CELLS.id(vary_id, 0), ['B2'], fake.alice)
+            await fake.wait_for_interaction_response(opened)
+            assert opened.modal is not None and opened.modal['custom_id'].startswith(f'ed-repaint:{vary_id}:0:')
+            await fake.submit_modal(opened, {'prompt': 'a party hat'})
+            await fake.wait_for_message(
+                None, lambda m: 'Repainting B2' in m.content, ephemeral=True, edited=True, timeout=10
+            )
+            repainting = await fake.wait_for_message(fake.channel, lambda m: 'repaint B2 of job' in m.content, timeout=10)
+            repaint_id = job_id_in(repainting)
+
+            def final(message: FakeMessage) -> bool:
+                return 'failed' in message.content or custom_ids.info(repaint_id, 0) in message.custom_ids()
+
+            done = await fake.wait_for_edit(repainting, final, timeout=RESULT_TIMEOUT)
+            assert done.attachments and image_size(done.attachments[0].data) == (256, 256), done.content
+            await fake.click_button(done, custom_ids.info(repaint_id, 0), fake.alice)
+            info = await fake.wait_for_message(None, ephemeral=True)
+            lineage = f'imagine #{job_id} → pick 1 → vary (subtle) #{vary_id} → pick 1 → repaint B2 #{repaint_id}'
+            assert lineage in info.content and 'Best of 4 samples' in info.content
+
+        repainted = await read_job(worker_db, repaint_id)
+        assert repainted.kind == 'repaint' and repainted.parent_job_id == vary_id and repainted.payload['region'] == 'B2'
 
     run(main(), TEST_TIMEOUT)

@@ -8,13 +8,16 @@ below. Adding an operation is: its module here, its module under `bot/cogs/`, th
 
 from __future__ import annotations
 
-from edalle.operations import dream, expand, imagine, pan, square, upscale, zoom
+from edalle.operations import dream, expand, imagine, pan, repaint, repaint_clip, square, upscale, vary, zoom
 from edalle.operations.base import BUCKETS, Operation
 
 OPERATIONS: tuple[Operation, ...] = (
     imagine.OPERATION,
     expand.OPERATION,
     upscale.OPERATION,
+    vary.OPERATION,
+    repaint.OPERATION,
+    repaint_clip.OPERATION,
     zoom.OPERATION,
     pan.OPERATION,
     square.OPERATION,
