@@ -321,7 +321,7 @@ def _add_models_parser(commands: Any) -> None:
     imported.add_argument('directory', type=Path, help='where the files are (searched with its subdirectories)')
     add_preset_option(imported, MODEL_SETS, 'the preset or add-on the files belong to')
     imported.set_defaults(handler=_models_import)
-    listing = subcommand(verbs, 'list', help='the presets and whether their files are here')
+    listing = subcommand(verbs, 'list', help='the presets and add-ons, and whether their files are here')
     listing.set_defaults(handler=_models_list)
 
 
@@ -371,17 +371,18 @@ def _models_import(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from edalle.presets import PRESETS, data_dir_from_env, models_dir
+    from edalle.presets import MODEL_SETS, data_dir_from_env, models_dir
 
     root = models_dir(data_dir_from_env(args.data_dir))
-    for preset in PRESETS.values():
-        missing = preset.missing_files(root)
+    width = max(len(name) for name in MODEL_SETS)
+    for model_set in MODEL_SETS.values():  # the presets, then the add-ons (upscale)
+        missing = model_set.missing_files(root)
         state = (
             'generated on first use'
-            if preset.generated and missing
+            if model_set.generated and missing
             else ('ready' if not missing else f'{len(missing)} file(s) missing')
         )
-        print(f'{preset.name:5} {state:24} {preset.description}')
+        print(f'{model_set.name:{width}} {state:24} {model_set.description}')
     return 0
 
 

@@ -48,6 +48,7 @@ def test_models_list_and_verify_without_files(tmp_path: Path, capsys) -> None:
     assert main(['--data-dir', str(tmp_path), 'models', 'list']) == 0
     out = capsys.readouterr().out
     assert 'mini' in out and '7 file(s) missing' in out and 'generated on first use' in out
+    assert any(line.startswith('upscale ') and '1 file(s) missing' in line for line in out.splitlines())  # the add-on
     assert main(['--data-dir', str(tmp_path), 'models', 'verify', '--preset', 'mega', '--quick']) == 1
     assert 'FAIL' in capsys.readouterr().out
 
