@@ -30,7 +30,7 @@ from bot.utils.images import looks_like_image
 from bot.utils.results import prompt_of
 from edalle.errors import EdalleError, InvalidParent
 from edalle.jobs import Admission, Job, JobRequest, JobStatus
-from edalle.operations.base import picture_of, pictures_of
+from edalle.operations.base import Picture, picture_of, pictures_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -104,14 +104,15 @@ async def slash_target(
     picture: int,
     image: discord.Attachment | None,
     nothing: Callable[[], EdalleError],
+    usable: Callable[[Picture], bool] = lambda picture: True,
 ) -> Target:
     """What a slash command's `job`, `picture` (1-based) and `image` options mean: the image wins; without a job, the
-    member's latest finished job with a picture."""
+    member's latest finished job with a picture the operation can use."""
     if image is not None:
         return Target(attachment=image)
     if job is None:
         mine = await bot.store.user_jobs(user_id, active_only=False, limit=20)
-        finished = [j for j in mine if j.status is JobStatus.SUCCEEDED and pictures_of(j.result)]
+        finished = [j for j in mine if j.status is JobStatus.SUCCEEDED and any(map(usable, pictures_of(j.result)))]
         if not finished:
             raise nothing()
         job = finished[0].id
@@ -140,12 +141,15 @@ async def job_picture(
     return Chosen(picture.width, picture.height, prompt_of(parent), job_id=job_id, index=index, admin=admin)
 
 
-async def choose(bot: EDalleBot, user: discord.abc.User, guild: discord.Guild | None, target: Target, key: str) -> Chosen:
-    """The source `target` means: a job's picture (checked) or an attachment (downloaded, checked, stored under `key`)."""
+async def choose(
+    bot: EDalleBot, user: discord.abc.User, guild: discord.Guild | None, target: Target, key: str, *, fit: str = 'shape'
+) -> Chosen:
+    """The source `target` means: a job's picture (checked) or an attachment (downloaded, checked, fitted as `fit`
+    says (`bot.uploads.FITS`) and stored under `key`)."""
     if target.job_id is not None:
         return await job_picture(bot, user, guild, target.job_id, target.index)
     assert target.attachment is not None
-    stored = await store_upload(bot, target.attachment, key)
+    stored = await store_upload(bot, target.attachment, key, fit=fit)
     return Chosen(stored.width, stored.height, upload_path=stored.path, upload_name=stored.name, stored=True)
 
 

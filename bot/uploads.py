@@ -7,8 +7,9 @@ Discord reports, before downloading; the rest (not a PNG/JPEG/WebP, a pixel coun
 from the header, a decompression bomb, a broken or truncated file) before or while decoding, in a
 thread so a big picture never blocks the event loop. What is kept is the picture in its own shape, as the
 expander starts from it (`sources.fit_picture`: short side 256 px, long side at most 1024, whole 16-px
-tokens; transparency flattened onto white), as a PNG of ~100–400 KB: workers then never see a member's raw
-file, and the job row holds only its path and size.
+tokens; transparency flattened onto white), as a PNG of ~100–400 KB; for a vary or a repaint by tokens its
+centre 256×256 square, for an upscale the picture at its own size (under the admins' `upscale_max_pixels`).
+Workers then never see a member's raw file, and the job row holds only its path and size.
 
 The PNG is written through the result store under `uploads/<hash of the request key>.png` (job id
 `UPLOADS_JOB_ID`), so a worker on another host can fetch it; with the local store that is the data
@@ -30,7 +31,7 @@ import discord
 
 from bot.errors import NotAnImage
 from edalle.expander.errors import SourceError
-from edalle.expander.sources import MAX_FILE_BYTES, load_image_bytes
+from edalle.expander.sources import MAX_FILE_BYTES, load_image_bytes, open_image_bytes
 from edalle.jobs.store import UPLOADS_DIR, UPLOADS_JOB_ID
 
 if TYPE_CHECKING:
@@ -67,11 +68,19 @@ class StoredUpload:
     height: int
 
 
-def normalize(data: bytes, name: str) -> tuple[bytes, tuple[int, int]]:
-    """The expander's checks and fitting (its own shape in whole tokens, RGB, alpha on white), as PNG bytes and the
-    picture's (width, height); raises `NotAnImage`."""
+#: how a stored picture is fitted: the expander's shape (expand, zoom, pan, dream, repaint by CLIP), the centre
+#: square of a candidate's size (vary, repaint by tokens), or its own size (upscale)
+FITS = ('shape', 'square', 'size')
+
+
+def normalize(data: bytes, name: str, *, fit: str = 'shape') -> tuple[bytes, tuple[int, int]]:
+    """The expander's checks and fitting (`fit`, see `FITS`; RGB, alpha on white), as PNG bytes and the picture's
+    (width, height); raises `NotAnImage`."""
     try:
-        image = load_image_bytes(data, name, keep_aspect=True)
+        if fit == 'size':
+            image = open_image_bytes(data, name)
+        else:
+            image = load_image_bytes(data, name, keep_aspect=fit == 'shape')
     except SourceError as exc:
         raise NotAnImage(str(exc)) from None
     buffer = io.BytesIO()
@@ -96,11 +105,13 @@ async def read_attachment(attachment: discord.Attachment) -> bytes:
     return data
 
 
-async def store_upload(bot: EDalleBot, attachment: discord.Attachment, request_key: str) -> StoredUpload:
-    """Download, check and store the member's picture."""
+async def store_upload(
+    bot: EDalleBot, attachment: discord.Attachment, request_key: str, *, fit: str = 'shape'
+) -> StoredUpload:
+    """Download, check and store the member's picture (`fit`: see `normalize`)."""
     name = source_name(attachment)
     data = await read_attachment(attachment)
-    png, (width, height) = await asyncio.to_thread(normalize, data, _shown(name))
+    png, (width, height) = await asyncio.to_thread(normalize, data, _shown(name), fit=fit)
     path = upload_path(request_key)
     await bot.results.put(UPLOADS_JOB_ID, path, png)
     return StoredUpload(path, name, width, height)

@@ -28,6 +28,7 @@ from test_bot_e2e import every_next_step, job_id_in
 from tiny_worker import serving_tiny_worker
 
 from bot.bot import EDalleBot
+from bot.cogs.vary import VARIATION
 from bot.errors import NotAnImage
 from bot.settings import Settings
 from bot.uploads import normalize, upload_path
@@ -142,6 +143,9 @@ def test_pictures_keep_their_shape_in_whole_tokens_with_transparency_on_white() 
             assert (image.format, image.mode, image.size, reported) == ('PNG', 'RGB', size, size)
     with Image.open(io.BytesIO(normalize(transparent_png(), 'x')[0])) as image:
         assert image.getpixel((10, 128)) == (255, 0, 0) and image.getpixel((245, 128)) == (255, 255, 255)
+    # a vary or a repaint by tokens takes the centre square; an upscale the picture at its own size
+    assert normalize(jpeg(301, 173), 'x', fit='square')[1] == (256, 256)
+    assert normalize(jpeg(301, 173), 'x', fit='size')[1] == (301, 173)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +272,8 @@ async def widened(fake: FakeDiscord, status: FakeMessage) -> tuple[FakeMessage, 
 def test_attached_pictures_are_widened_by_text_and_slash_commands(
     upload_worker_db: Path, bot_data_dir: Path, discord_errors: Any, bot_errors: Any
 ) -> None:
-    """`.expand 16:9` with an RGBA PNG attached, `/expand` with an odd-sized JPEG: each widened, posted once."""
+    """`.expand 16:9` with an RGBA PNG attached, `/expand` with an odd-sized JPEG: each widened, posted once; `.upscale`
+    with a small JPEG attached: ×4 at its own size; `.vary` and `.repaint` of an attached photo: its centre square."""
 
     async def main() -> None:
         store = await SqliteJobStore.open(upload_worker_db)
@@ -323,6 +328,37 @@ def test_attached_pictures_are_widened_by_text_and_slash_commands(
                     assert f'job #{second_id}' in status.content
                     again, third_id = await widened(fake, status)
                     assert image_size(again.attachments[0].data) == (448, 448)  # the 256×448 picture, widened
+
+                    # An upscale takes a member's picture at its own size (not fitted to 256 px like the above).
+                    await fake.send_user_message(
+                        fake.channel, fake.alice, '.upscale', attachments=[('small.jpg', jpeg(120, 90), 'image/jpeg')]
+                    )
+                    status = await fake.wait_for_message(fake.channel, lambda m: 'upscale ×4 of your image' in m.content)
+                    assert '“small.jpg”' in status.content
+                    upscale_id = job_id_in(status)
+                    big = await fake.wait_for_edit(
+                        status, lambda m: custom_ids.info(upscale_id, 0) in m.custom_ids(), timeout=RESULT_TIMEOUT
+                    )
+                    assert image_size(big.attachments[0].data) == (480, 360)
+
+                    # A vary takes a member's picture's centre square and needs words for it; a repaint by tokens too.
+                    photo = [('fox.jpg', jpeg(300, 200), 'image/jpeg')]
+                    await fake.send_user_message(fake.channel, fake.bob, '.vary strong', attachments=photo)
+                    await fake.wait_for_message(fake.channel, lambda m: 'it has no prompt' in m.content)
+                    await fake.send_user_message(fake.channel, fake.bob, '.vary strong a red fox', attachments=photo)
+                    status = await fake.wait_for_message(fake.channel, lambda m: 'vary (strong) of your image' in m.content)
+                    vary_id = job_id_in(status)
+                    grid = await fake.wait_for_edit(
+                        status, lambda m: VARIATION.id(vary_id, 0) in m.custom_ids(), timeout=RESULT_TIMEOUT
+                    )
+                    assert grid.attachments
+                    await fake.send_user_message(fake.channel, fake.bob, '.repaint B2 a blue hat', attachments=photo)
+                    status = await fake.wait_for_message(fake.channel, lambda m: 'repaint B2 of your image' in m.content)
+                    repaint_id = job_id_in(status)
+                    painted = await fake.wait_for_edit(
+                        status, lambda m: custom_ids.info(repaint_id, 0) in m.custom_ids(), timeout=RESULT_TIMEOUT
+                    )
+                    assert image_size(painted.attachments[0].data) == (256, 256)
                     await asyncio.sleep(1.0)  # a few courier rounds: nothing posted twice
             finally:
                 await store.close()
@@ -334,9 +370,14 @@ def test_attached_pictures_are_widened_by_text_and_slash_commands(
         third = await store_get(upload_worker_db, third_id)
         assert (third.parent_job_id, third.parent_index, third.payload.get('source_path')) == (second_id, 0, None)
         pictures = [m for m in fake.bot_messages(fake.channel) if m.attachments]
-        assert len(pictures) == 4
+        assert len(pictures) == 7
+        for job_id, size in ((upscale_id, (120, 90)), (vary_id, (256, 256)), (repaint_id, (256, 256))):
+            job = await store_get(upload_worker_db, job_id)
+            assert job.status is JobStatus.SUCCEEDED and job.parent_job_id is None
+            with Image.open(bot_data_dir / job.payload['source_path']) as stored:
+                assert stored.size == size  # an upscale's at its own size; the others' centre square
 
-    run(main(), 240)
+    run(main(), 300)
 
 
 async def store_get(db: Path, job_id: int) -> Any:

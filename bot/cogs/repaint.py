@@ -26,8 +26,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import check_channel_permissions, prepare_prompt, request_key, submit
-from bot.operations import NoSuchPicture, OperationCog, components_of, operation_cog, picture_in, replied_message
+from bot.admission import check_channel_permissions, prepare_prompt, request_key
+from bot.operations import NoSuchPicture, OperationCog, operation_cog
+from bot.sources import Target, channel_post, choose, find_target, slash_target, source_words, submit_from
 from bot.utils import render, results
 from bot.utils.cell_grid import cell_names, overlay_png
 from bot.utils.checks import require_owner
@@ -39,7 +40,7 @@ from edalle.expander.canvas import MAX_CANVAS_PX
 from edalle.expander.regions import RegionError, parse_region
 from edalle.jobs import Job, JobStatus
 from edalle.operations import repaint, repaint_clip
-from edalle.operations.base import PICTURE_SIDE, Picture, picture_of, pictures_of
+from edalle.operations.base import PICTURE_SIDE, Picture, picture_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -65,7 +66,7 @@ class NothingToRepaint(EdalleError):
     def __init__(self) -> None:
         super().__init__(
             'There is nothing to repaint: reply to one of my pictures with `.repaint B2:C3 what it should show` '
-            '(cells A1–D4 on a 256×256 picture), or press 🖌 under it, or use `/repaint`.'
+            '(cells A1–D4 on a 256×256 picture), or press 🖌 under it, attach an image, or use `/repaint`.'
         )
 
 
@@ -233,10 +234,6 @@ def split_words(words: str) -> tuple[str, str, str | None]:
     return region, found.group(2).strip(), method
 
 
-def source_of(job: Job) -> str:
-    return f'job #{job.parent_job_id}, picture {(job.parent_index or 0) + 1}'
-
-
 def region_label(job: Job) -> str:
     return str((job.result or {}).get('region') or (job.payload or {}).get('region') or '')
 
@@ -256,10 +253,10 @@ class Repaint(OperationCog):
     # -- how its jobs read ------------------------------------------------------------------------------------
 
     def describe(self, job: Job) -> str:
-        return f'{BRUSH} repaint {region_label(job)} of {source_of(job)}: {render.quoted(results.prompt_of(job))}'
+        return f'{BRUSH} repaint {region_label(job)} of {source_words(job)}: {render.quoted(results.prompt_of(job))}'
 
     def picture_caption(self, job: Job, picture: Picture) -> str:
-        return f'repaint {region_label(job)} of job #{job.parent_job_id} (job #{job.id})'
+        return f'repaint {region_label(job)} of {source_words(job)} (job #{job.id})'
 
     def picture_controls(self, job: Job, picture: Picture) -> list[discord.ui.Item[Any]]:
         return [RepaintButton(job.id, picture.index)] if repaintable(picture) else []
@@ -272,7 +269,7 @@ class Repaint(OperationCog):
     def info_details(self, job: Job) -> list[str]:
         result = job.result or {}
         samples = result.get('samples') or []
-        lines = [f'Repainted {result.get("cells") or region_label(job)} of {source_of(job)} by tokens']
+        lines = [f'Repainted {result.get("cells") or region_label(job)} of {source_words(job)} by tokens']
         if samples:
             weight = result.get('likelihood_weight', repaint.LIKELIHOOD_WEIGHT)
             lines.append(
@@ -291,50 +288,40 @@ class Repaint(OperationCog):
         user: discord.abc.User,
         guild: discord.Guild | None,
         channel: discord.abc.Messageable,
-        job_id: int,
-        index: int,
+        target: Target,
         region: str,
         prompt: str,
         method: str | None,
         key: str,
     ) -> str:
-        """Checks, enqueue and status message for every way of asking (the form, the commands); returns the method."""
+        """Checks, enqueue and status message for every way of asking (the form, the commands); returns the method.
+        A member's image is repainted by tokens in its centre 256×256 square, or by CLIP (`--method clip`) in its own
+        shape, as `.expand` keeps it."""
         if method is not None and method not in METHODS:
             raise BadRegion(f'Repaint by `tokens` (fast) or by `clip` (slower, CLIP-guided), not `{method}`.')
-        parent = await self.bot.store.get(job_id)
-        admin = await require_owner(self.bot, user, guild, parent)
         check_channel_permissions(channel)
-        picture = picture_of(parent.result, index) if parent.status is JobStatus.SUCCEEDED else None
-        if picture is None:
-            raise NothingToRepaint()
-        method = method or methods_for(picture)[0]
         if not prompt.strip():
             raise NoPrompt(repaint.NO_PROMPT)
         prompt, _ = await prepare_prompt(self.bot, guild.id if guild else None, prompt)
+        chosen = await choose(self.bot, user, guild, target, key, fit='shape' if method == 'clip' else 'square')
+        square = (chosen.width, chosen.height) == (PICTURE_SIDE, PICTURE_SIDE)
+        method = method or ('tokens' if square else 'clip')
         common = dict(
             user_id=user.id,
             guild_id=guild.id if guild else None,
             channel_id=getattr(channel, 'id', None),
-            parent_job_id=job_id,
-            parent_index=index,
-            width=picture.width,
-            height=picture.height,
             region=region,
             prompt=prompt,
             preset=self.bot.settings.preset,
             request_key=key,
-            admin=admin,
+            **chosen.fields(),
         )
         if method == 'tokens':
             request = repaint.request(**common)
         else:
             limits = await self.bot.store.get_limits(guild.id if guild else None, user.id)
             request = repaint_clip.request(**common, steps=limits.expand_steps)  # the admins' limit is what is asked for
-
-        async def post(content: str, view: discord.ui.View) -> discord.Message:
-            return await channel.send(content, view=view)
-
-        await submit(self.bot, request, post)
+        await submit_from(self.bot, chosen, request, channel_post(channel))
         return method
 
     async def owned_picture(self, interaction: discord.Interaction, job_id: int, index: int) -> tuple[Job, Picture]:
@@ -392,8 +379,7 @@ class Repaint(OperationCog):
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            job_id=job_id,
-            index=index,
+            target=Target(job_id=job_id, index=index),
             region=region,
             prompt=prompt,
             method=method,
@@ -414,17 +400,12 @@ class Repaint(OperationCog):
         works on any size. Or press 🖌 under the picture to choose the cells on it.
         """
         region, prompt, method = split_words(words)
-        referenced = await replied_message(self.bot, ctx.message)
-        is_ours = referenced is not None and self.bot.user is not None and referenced.author.id == self.bot.user.id
-        target = picture_in(components_of(referenced)) if is_ours and referenced is not None else None
-        if target is None:
-            raise NothingToRepaint()
+        target = await find_target(self.bot, ctx.message, NothingToRepaint)
         await self.start_repaint(
             user=ctx.author,
             guild=ctx.guild,
             channel=ctx.channel,
-            job_id=target[0],
-            index=target[1],
+            target=target,
             region=region,
             prompt=prompt,
             method=method,
@@ -439,6 +420,7 @@ class Repaint(OperationCog):
         method='tokens (fast, 256×256 pictures) or clip (slower, any size); default: tokens where it can',
         job='The job whose picture to repaint (default: your latest finished one)',
         picture='Which picture of that job, 1–9 (default 1, the best)',
+        image='Or your own picture (by tokens: its centre square; by clip: its own shape)',
     )
     async def repaint_slash(
         self,
@@ -448,28 +430,23 @@ class Repaint(OperationCog):
         method: app_commands.Choice[str] | None = None,
         job: int | None = None,
         picture: app_commands.Range[int, 1, 9] = 1,
+        image: discord.Attachment | None = None,
     ) -> None:
-        """Redraw cells of one of your pictures under a new prompt."""
-        if job is None:
-            mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
-            finished = [j for j in mine if j.status is JobStatus.SUCCEEDED and pictures_of(j.result)]
-            if not finished:
-                raise NothingToRepaint()
-            job = finished[0].id
+        """Redraw cells of one of your pictures, or of an image you attach, under a new prompt."""
+        target = await slash_target(self.bot, interaction.user.id, job, picture, image, NothingToRepaint, repaintable)
         await interaction.response.defer(ephemeral=True, thinking=True)
         used = await self.start_repaint(
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            job_id=job,
-            index=picture - 1,
+            target=target,
             region=region,
             prompt=prompt,
             method=method.value if method is not None else None,
             key=f'ia:{interaction.id}',
         )
-        shown = region.strip().upper()
-        await interaction.edit_original_response(content=f'Repainting {shown} of job #{job}, picture {picture} ({used}).')
+        what = f'job #{target.job_id}, picture {picture}' if target.job_id is not None else 'your image'
+        await interaction.edit_original_response(content=f'Repainting {region.strip().upper()} of {what} ({used}).')
 
 
 class RepaintClip(OperationCog):
@@ -480,15 +457,15 @@ class RepaintClip(OperationCog):
     stages = {'repaint': 'repainting'}
 
     def describe(self, job: Job) -> str:
-        return f'{BRUSH} repaint {region_label(job)} (CLIP) of {source_of(job)}: {render.quoted(results.prompt_of(job))}'
+        return f'{BRUSH} repaint {region_label(job)} (CLIP) of {source_words(job)}: {render.quoted(results.prompt_of(job))}'
 
     def picture_caption(self, job: Job, picture: Picture) -> str:
-        return f'repaint {region_label(job)} of job #{job.parent_job_id} (job #{job.id})'
+        return f'repaint {region_label(job)} of {source_words(job)} (job #{job.id})'
 
     def info_details(self, job: Job) -> list[str]:
         result, payload = job.result or {}, job.payload or {}
         settings = result.get('settings') if isinstance(result.get('settings'), dict) else {}
-        lines = [f'Repainted {region_label(job)} of {source_of(job)} with CLIP guidance (E-DALL-E)']
+        lines = [f'Repainted {region_label(job)} of {source_words(job)} with CLIP guidance (E-DALL-E)']
         steps = settings.get('steps', payload.get('steps'))
         if steps is not None:
             lines.append(f'Steps: {steps}, starting from {settings.get("init", payload.get("init") or "edit")}')

@@ -1,5 +1,5 @@
-"""upscale's Discord side: ⏫ Upscale ×4 under every picture, `.upscale` as a reply to one of the bot's pictures,
-and `/upscale`.
+"""upscale's Discord side: ⏫ Upscale ×4 under every picture, `.upscale` as a reply to one of the bot's pictures
+(or with an image attached), and `/upscale`.
 
 The result is sent as PNG when it fits the channel's upload limit, otherwise re-encoded (a high-quality
 JPEG or WebP, `edalle.media.encode_to_fit` through `bot.utils.images`) with a note. Without the upscale
@@ -16,15 +16,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import check_channel_permissions, request_key, submit
-from bot.operations import OperationCog, components_of, picture_in, replied_message
-from bot.utils.checks import require_owner
+from bot.admission import check_channel_permissions, request_key
+from bot.operations import OperationCog
+from bot.sources import Chosen, Target, channel_post, choose, find_target, slash_target, source_words, submit_from
 from bot.utils.custom_ids import INDEX, JOB, Action
 from bot.utils.views import dispatch
 from edalle.errors import EdalleError
-from edalle.jobs import Job, JobStatus
+from edalle.jobs import Job
 from edalle.operations import upscale
-from edalle.operations.base import Picture, picture_of, pictures_of
+from edalle.operations.base import Picture, picture_of
 from edalle.upscale import SCALE, upscale_installed
 
 if TYPE_CHECKING:
@@ -41,12 +41,12 @@ class NotInstalled(EdalleError):
 
 
 class NothingToUpscale(EdalleError):
-    """Reply to one of my pictures to upscale it."""
+    """Reply to one of my pictures, or attach an image, to upscale it."""
 
     def __init__(self) -> None:
         super().__init__(
             'There is nothing to upscale: reply to one of my pictures (a picked candidate, a grid or a widened picture) '
-            'with `.upscale`, or use `/upscale`.'
+            'with `.upscale`, attach an image to it, or use `/upscale`.'
         )
 
 
@@ -76,12 +76,6 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=UPSCALE.
 ITEMS = (UpscaleButton,)
 
 
-def source_of(job: Job) -> str:
-    if job.parent_job_id is not None:
-        return f'job #{job.parent_job_id}, picture {(job.parent_index or 0) + 1}'
-    return 'your image'
-
-
 class Upscale(OperationCog):
     """Upscale a picture ×4."""
 
@@ -101,7 +95,7 @@ class Upscale(OperationCog):
     # -- how its jobs read ------------------------------------------------------------------------------------
 
     def describe(self, job: Job) -> str:
-        return f'{UPSCALE_EMOJI} upscale ×{SCALE} of {source_of(job)}'
+        return f'{UPSCALE_EMOJI} upscale ×{SCALE} of {source_words(job)}'
 
     def picture_controls(self, job: Job, picture: Picture) -> list[discord.ui.Item[Any]]:
         if not self.installed or job.kind == self.operation.name:  # an upscale's result is already large
@@ -112,8 +106,8 @@ class Upscale(OperationCog):
         picture = picture_of(job.result, 0)
         size = (job.result or {}).get('source_size') or [(job.payload or {}).get('width'), (job.payload or {}).get('height')]
         if picture is None:
-            return [f'Upscale ×{SCALE} of {source_of(job)} ({size[0]}×{size[1]})']
-        return [f'Upscaled {source_of(job)} from {size[0]}×{size[1]} to {picture.width}×{picture.height}']
+            return [f'Upscale ×{SCALE} of {source_words(job)} ({size[0]}×{size[1]})']
+        return [f'Upscaled {source_words(job)} from {size[0]}×{size[1]} to {picture.width}×{picture.height}']
 
     # -- starting one -----------------------------------------------------------------------------------------
 
@@ -123,37 +117,25 @@ class Upscale(OperationCog):
         user: discord.abc.User,
         guild: discord.Guild | None,
         channel: discord.abc.Messageable,
-        job_id: int,
-        index: int,
+        target: Target,
         key: str,
-    ) -> Picture:
-        """Checks, enqueue and status message for every way of asking (button, command)."""
+    ) -> Chosen:
+        """Checks, enqueue and status message for every way of asking (button, command); a member's image is kept
+        at its own size (the admins' `upscale_max_pixels` caps it at admission)."""
         if not self.installed:
             raise NotInstalled(upscale.NOT_INSTALLED)
-        parent = await self.bot.store.get(job_id)
-        admin = await require_owner(self.bot, user, guild, parent)
         check_channel_permissions(channel)
-        picture = picture_of(parent.result, index) if parent.status is JobStatus.SUCCEEDED else None
-        if picture is None:
-            raise NothingToUpscale()
+        chosen = await choose(self.bot, user, guild, target, key, fit='size')
         request = upscale.request(
             user_id=user.id,
             guild_id=guild.id if guild else None,
             channel_id=getattr(channel, 'id', None),
-            parent_job_id=job_id,
-            parent_index=index,
-            width=picture.width,
-            height=picture.height,
             preset=self.bot.settings.preset,
             request_key=key,
-            admin=admin,
+            **chosen.fields(),
         )
-
-        async def post(content: str, view: discord.ui.View) -> discord.Message:
-            return await channel.send(content, view=view)
-
-        await submit(self.bot, request, post)
-        return picture
+        await submit_from(self.bot, chosen, request, channel_post(channel))
+        return chosen
 
     async def on_upscale(self, interaction: discord.Interaction, job_id: int, index: int) -> None:
         await interaction.response.defer()
@@ -161,8 +143,7 @@ class Upscale(OperationCog):
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            job_id=job_id,
-            index=index,
+            target=Target(job_id=job_id, index=index),
             key=f'ia:{interaction.id}',
         )
 
@@ -170,46 +151,41 @@ class Upscale(OperationCog):
 
     @commands.command(name='upscale')
     async def upscale_text(self, ctx: commands.Context[EDalleBot]) -> None:
-        """Upscale one of my pictures ×4: reply `.upscale` to it (a grid means its best candidate)."""
+        """Upscale a picture ×4: reply `.upscale` to one of my pictures (a grid means its best candidate), or attach
+        an image (PNG, JPEG or WebP; it is upscaled at its own size)."""
         if not self.installed:
             raise NotInstalled(upscale.NOT_INSTALLED)
-        referenced = await replied_message(self.bot, ctx.message)
-        is_ours = referenced is not None and self.bot.user is not None and referenced.author.id == self.bot.user.id
-        target = picture_in(components_of(referenced)) if is_ours and referenced is not None else None
-        if target is None:
-            raise NothingToUpscale()
-        await self.start_upscale(
-            user=ctx.author, guild=ctx.guild, channel=ctx.channel, job_id=target[0], index=target[1], key=request_key(ctx)
-        )
+        target = await find_target(self.bot, ctx.message, NothingToUpscale)
+        await self.start_upscale(user=ctx.author, guild=ctx.guild, channel=ctx.channel, target=target, key=request_key(ctx))
 
     @app_commands.command(name='upscale')
     @app_commands.describe(
         job='The job whose picture to upscale (default: your latest finished one)',
         picture='Which picture of that job, 1–9 (default 1, the best)',
+        image='Or your own picture (PNG, JPEG or WebP), upscaled at its own size',
     )
     async def upscale_slash(
-        self, interaction: discord.Interaction, job: int | None = None, picture: app_commands.Range[int, 1, 9] = 1
+        self,
+        interaction: discord.Interaction,
+        job: int | None = None,
+        picture: app_commands.Range[int, 1, 9] = 1,
+        image: discord.Attachment | None = None,
     ) -> None:
-        """Upscale one of your pictures ×4."""
+        """Upscale one of your pictures ×4, or an image you attach."""
         if not self.installed:
             raise NotInstalled(upscale.NOT_INSTALLED)
-        if job is None:
-            mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
-            finished = [j for j in mine if j.status is JobStatus.SUCCEEDED and pictures_of(j.result)]
-            if not finished:
-                raise NothingToUpscale()
-            job = finished[0].id
+        target = await slash_target(self.bot, interaction.user.id, job, picture, image, NothingToUpscale)
         await interaction.response.defer(ephemeral=True, thinking=True)
         found = await self.start_upscale(
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            job_id=job,
-            index=picture - 1,
+            target=target,
             key=f'ia:{interaction.id}',
         )
+        what = f'job #{target.job_id}, picture {picture}' if target.job_id is not None else 'your image'
         size = f'{found.width * SCALE}×{found.height * SCALE}'
-        await interaction.edit_original_response(content=f'Upscaling job #{job}, picture {picture}, to {size}.')
+        await interaction.edit_original_response(content=f'Upscaling {what} to {size}.')
 
 
 async def setup(bot: EDalleBot) -> None:

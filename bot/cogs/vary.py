@@ -16,17 +16,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import check_channel_permissions, prepare_prompt, request_key, submit
-from bot.operations import OperationCog, Outgoing, components_of, picture_in, post_picture, reencoded_note, replied_message
+from bot.admission import check_channel_permissions, prepare_prompt, request_key
+from bot.operations import OperationCog, Outgoing, post_picture, reencoded_note
+from bot.sources import Target, channel_post, choose, find_target, slash_target, source_words, submit_from
 from bot.utils import render, results
 from bot.utils.checks import require_owner
 from bot.utils.custom_ids import INDEX, JOB, Action
 from bot.utils.images import load_upload, upload_limit
 from bot.utils.views import CancelButton, dispatch, make_view
 from edalle.errors import EdalleError, JobNotFound
-from edalle.jobs import Job, JobStatus
+from edalle.jobs import Job
 from edalle.operations import vary
-from edalle.operations.base import PICTURE_SIDE, Picture, picture_of, pictures_of
+from edalle.operations.base import PICTURE_SIDE, Picture, pictures_of
 
 if TYPE_CHECKING:
     from bot.bot import EDalleBot
@@ -41,13 +42,20 @@ VARY = Action('vary', JOB, INDEX, STRENGTH, owner=__name__)
 VARIATION = Action('variation', JOB, INDEX, owner=__name__)
 
 
+NEEDS_PROMPT = 'Say what your picture shows after `.vary` (e.g. `.vary subtle a red fox in the snow`): it has no prompt.'
+
+
+class NoPrompt(EdalleError):
+    """A variation of a member's image needs a prompt."""
+
+
 class NothingToVary(EdalleError):
     """Reply to one of my pictures to vary it."""
 
     def __init__(self) -> None:
         super().__init__(
             'There is nothing to vary: reply to one of my 256×256 pictures (a picked candidate or a grid) with '
-            '`.vary [subtle|strong] [prompt]`, or use `/vary`.'
+            '`.vary [subtle|strong] [prompt]`, attach an image to it, or use `/vary`.'
         )
 
 
@@ -115,10 +123,6 @@ def strength_of(job: Job) -> str:
     return str((job.payload or {}).get('strength') or 'subtle')
 
 
-def source_of(job: Job) -> str:
-    return f'job #{job.parent_job_id}, picture {(job.parent_index or 0) + 1}'
-
-
 class Vary(OperationCog):
     """Redraw the lower part of a picture (its top rows kept)."""
 
@@ -138,7 +142,7 @@ class Vary(OperationCog):
         strength = strength_of(job)
         prompt = results.prompt_of(job)
         said = f': {render.quoted(prompt)}' if prompt else ''
-        return f'{EMOJI.get(strength, "🪄")} vary ({strength}) of {source_of(job)}{said}'
+        return f'{EMOJI.get(strength, "🪄")} vary ({strength}) of {source_words(job)}{said}'
 
     async def result_message(self, job: Job) -> Outgoing:
         await self.fetch_files(job)
@@ -183,7 +187,7 @@ class Vary(OperationCog):
         strength = strength_of(job)
         result = job.result or {}
         lines = [
-            f'Variation ({strength}) of {source_of(job)}: {vary.CHANGES[strength]} '
+            f'Variation ({strength}) of {source_words(job)}: {vary.CHANGES[strength]} '
             f'({vary.STRENGTHS[strength]} of 16 token rows kept)',
             f'Ranked by CLIP: the prompt + {vary.SIMILARITY_WEIGHT:g} × likeness to the picture',
         ]
@@ -200,43 +204,32 @@ class Vary(OperationCog):
         user: discord.abc.User,
         guild: discord.Guild | None,
         channel: discord.abc.Messageable,
-        job_id: int,
-        index: int,
+        target: Target,
         strength: str,
         prompt: str | None,
         key: str,
-    ) -> Picture:
-        """Checks, enqueue and status message for every way of asking (button, command)."""
+    ) -> None:
+        """Checks, enqueue and status message for every way of asking (button, command). A member's image is cut to
+        its centre 256×256 square and needs a prompt (it has none of its own)."""
         vary.check_strength(strength)
-        parent = await self.bot.store.get(job_id)
-        admin = await require_owner(self.bot, user, guild, parent)
         check_channel_permissions(channel)
-        picture = picture_of(parent.result, index) if parent.status is JobStatus.SUCCEEDED else None
-        if picture is None:
-            raise NothingToVary()
+        if target.attachment is not None and not prompt:
+            raise NoPrompt(NEEDS_PROMPT)
         if prompt:
             prompt, _ = await prepare_prompt(self.bot, guild.id if guild else None, prompt)
+        chosen = await choose(self.bot, user, guild, target, key, fit='square')
         request = vary.request(
             user_id=user.id,
             guild_id=guild.id if guild else None,
             channel_id=getattr(channel, 'id', None),
-            parent_job_id=job_id,
-            parent_index=index,
-            width=picture.width,
-            height=picture.height,
             strength=strength,
             prompt=prompt or None,
             n=GRID_SIZE,
             preset=self.bot.settings.preset,
             request_key=key,
-            admin=admin,
+            **chosen.fields(),
         )
-
-        async def post(content: str, view: discord.ui.View) -> discord.Message:
-            return await channel.send(content, view=view)
-
-        await submit(self.bot, request, post)
-        return picture
+        await submit_from(self.bot, chosen, request, channel_post(channel))
 
     # -- components -------------------------------------------------------------------------------------------
 
@@ -246,8 +239,7 @@ class Vary(OperationCog):
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            job_id=job_id,
-            index=index,
+            target=Target(job_id=job_id, index=index),
             strength=strength,
             prompt=None,
             key=f'ia:{interaction.id}',
@@ -272,17 +264,12 @@ class Vary(OperationCog):
         """
         first, _, rest = words.strip().partition(' ')
         strength, prompt = (first.lower(), rest.strip()) if first.lower() in vary.STRENGTHS else ('subtle', words.strip())
-        referenced = await replied_message(self.bot, ctx.message)
-        is_ours = referenced is not None and self.bot.user is not None and referenced.author.id == self.bot.user.id
-        target = picture_in(components_of(referenced)) if is_ours and referenced is not None else None
-        if target is None:
-            raise NothingToVary()
+        target = await find_target(self.bot, ctx.message, NothingToVary)
         await self.start_vary(
             user=ctx.author,
             guild=ctx.guild,
             channel=ctx.channel,
-            job_id=target[0],
-            index=target[1],
+            target=target,
             strength=strength,
             prompt=prompt or None,
             key=request_key(ctx),
@@ -295,6 +282,7 @@ class Vary(OperationCog):
         prompt='What the variation should show (default: the picture’s own prompt)',
         job='The job whose picture to vary (default: your latest one with a 256×256 picture)',
         picture='Which picture of that job, 1–9 (default 1, the best)',
+        image='Or your own picture (its centre square; then say what it shows in prompt)',
     )
     async def vary_slash(
         self,
@@ -303,29 +291,23 @@ class Vary(OperationCog):
         prompt: str | None = None,
         job: int | None = None,
         picture: app_commands.Range[int, 1, 9] = 1,
+        image: discord.Attachment | None = None,
     ) -> None:
-        """Vary one of your pictures: keep its top rows and redraw the rest."""
+        """Vary one of your pictures, or an image you attach: keep its top rows and redraw the rest."""
         chosen = strength.value if strength is not None else 'subtle'
-        if job is None:
-            mine = await self.bot.store.user_jobs(interaction.user.id, active_only=False, limit=20)
-            finished = [
-                j for j in mine if j.status is JobStatus.SUCCEEDED and any(accepts(p) for p in pictures_of(j.result))
-            ]
-            if not finished:
-                raise NothingToVary()
-            job = finished[0].id
+        target = await slash_target(self.bot, interaction.user.id, job, picture, image, NothingToVary, accepts)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.start_vary(
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            job_id=job,
-            index=picture - 1,
+            target=target,
             strength=chosen,
             prompt=prompt,
             key=f'ia:{interaction.id}',
         )
-        await interaction.edit_original_response(content=f'Varying job #{job}, picture {picture} ({chosen}).')
+        what = f'job #{target.job_id}, picture {picture}' if target.job_id is not None else 'your image'
+        await interaction.edit_original_response(content=f'Varying {what} ({chosen}).')
 
 
 async def setup(bot: EDalleBot) -> None:

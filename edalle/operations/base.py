@@ -186,6 +186,15 @@ class Source:
     upload: str | None = None  # `uploads/….png`, relative to the data dir
     upload_name: str | None = None  # the file name as the member sent it (shown, never used as a path)
 
+    @classmethod
+    def of(
+        cls, parent_job_id: int | None, parent_index: int | None, source_path: str | None, source_name: str | None
+    ) -> Source:
+        """The source an operation's `request(...)` keywords name: the upload where `source_path` is given."""
+        if source_path is not None:
+            return cls(upload=source_path, upload_name=source_name)
+        return cls(job_id=parent_job_id, index=parent_index)
+
     def fields(self) -> dict[str, Any]:
         """The request fields this source sets: the parent columns, or the payload's upload keys."""
         if self.upload is not None:

@@ -133,11 +133,7 @@ def request(
     source = None
     if from_picture:
         payload.update(width=width, height=height)
-        source = (
-            Source(upload=source_path, upload_name=source_name)
-            if source_path is not None
-            else Source(job_id=parent_job_id, index=parent_index)
-        )
+        source = Source.of(parent_job_id, parent_index, source_path, source_name)
     return OPERATION.build(
         payload,
         user_id=user_id,

@@ -71,11 +71,7 @@ def request(
     """Widen picture `parent_index` of job `parent_job_id`, or a member's picture already fitted and stored at
     `source_path` (`uploads/….png`); the prompt defaults to the parent's. `width` × `height` is the source's size
     (the canvas is checked against the admins' limit at admission); `max_canvas_px` None: the member's limit."""
-    source = (
-        Source(upload=source_path, upload_name=source_name)
-        if source_path is not None
-        else Source(job_id=parent_job_id, index=parent_index)
-    )
+    source = Source.of(parent_job_id, parent_index, source_path, source_name)
     payload = {'prompt': prompt, 'ratio': ratio, 'steps': steps, 'seed': seed, 'preset': preset}
     if width is not None and height is not None:
         payload.update(width=width, height=height)

@@ -118,11 +118,7 @@ def request(
 ) -> JobRequest:
     """Upscale picture `parent_index` of job `parent_job_id` (or a member's picture stored at `source_path`), whose
     size is `width` × `height` (checked against the admins' cap at admission, and by the runner on the picture)."""
-    source = (
-        Source(upload=source_path, upload_name=source_name)
-        if source_path is not None
-        else Source(job_id=parent_job_id, index=parent_index)
-    )
+    source = Source.of(parent_job_id, parent_index, source_path, source_name)
     payload = {'width': width, 'height': height, 'preset': preset}
     return OPERATION.build(
         payload,

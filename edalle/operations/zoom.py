@@ -75,11 +75,7 @@ def request(
     """Zoom out of picture `parent_index` of job `parent_job_id` (or a member's picture stored at `source_path`), of
     `width` × `height` px, by `factor` (1.5 or 2); the prompt defaults to the picture's own, `max_canvas_px` None to
     the member's limit (filled in at admission)."""
-    source = (
-        Source(upload=source_path, upload_name=source_name)
-        if source_path is not None
-        else Source(job_id=parent_job_id, index=parent_index)
-    )
+    source = Source.of(parent_job_id, parent_index, source_path, source_name)
     payload = {'prompt': prompt, 'factor': float(factor), 'steps': steps, 'seed': seed, 'preset': preset}
     payload.update(width=width, height=height, max_canvas_px=max_canvas_px)
     return OPERATION.build(
