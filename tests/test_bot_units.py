@@ -25,7 +25,9 @@ from bot.cogs.canvas import ZOOM_PAN
 from bot.cogs.dream import DREAM
 from bot.cogs.expand import EXPAND, RATIOS
 from bot.cogs.imagine import PICK, REMIX, REROLL, grid_view
+from bot.cogs.repaint import REPAINT
 from bot.cogs.upscale import UPSCALE
+from bot.cogs.vary import VARY
 from bot.errors import BlockedWord, NotAdmin, redact, unwrap, user_message
 from bot.launcher import NO_TOKEN, NO_WORKER_LIBRARIES, preflight
 from bot.operations import OperationCog, picture_view
@@ -123,11 +125,18 @@ def test_every_operation_fits_under_one_picture_and_a_recorded_run_gets_its_time
     ℹ️, and Make square in the Zoom & pan… menu."""
     rows = every_control_view(7, Picture(2, 'x.png', 256, 256))
     assert [[c['custom_id'] for c in row] for row in rows] == [
-        [EXPAND.id(7, 2, '16x9'), EXPAND.id(7, 2, '9x16'), UPSCALE.id(7, 2), DREAM.id(7, 2), custom_ids.info(7, 2)],
+        [
+            EXPAND.id(7, 2, '16x9'),
+            EXPAND.id(7, 2, '9x16'),
+            UPSCALE.id(7, 2),
+            VARY.id(7, 2, 'subtle'),
+            VARY.id(7, 2, 'strong'),
+        ],
+        [REPAINT.id(7, 2), DREAM.id(7, 2), custom_ids.info(7, 2)],
         [RATIOS.id(7, 2)],
         [ZOOM_PAN.id(7, 2)],
     ]
-    assert [o['value'] for o in rows[2][0]['options']] == [
+    assert [o['value'] for o in rows[3][0]['options']] == [
         'zoom 1.5',
         'zoom 2',
         'pan left',
@@ -139,6 +148,7 @@ def test_every_operation_fits_under_one_picture_and_a_recorded_run_gets_its_time
     rows = every_control_view(8, wide, {'pictures': [wide.to_json()], 'media': {'timelapse': 'images/8/t.gif'}}, 'expand')
     assert len(rows) <= 5 and all(len(row) <= 5 for row in rows)
     flat = [c['custom_id'] for row in rows for c in row]
+    assert VARY.id(8, 0, 'subtle') not in flat and REPAINT.id(8, 0) in flat  # vary keeps rows of 256×256 pictures only
     assert flat.index(custom_ids.timelapse(8)) == flat.index(custom_ids.info(8, 0)) - 1
     (menu,) = [c for row in rows for c in row if c['custom_id'] == ZOOM_PAN.id(8, 0)]
     assert menu['options'][-1]['value'] == 'square' and menu['placeholder'] == 'Zoom & pan…'
