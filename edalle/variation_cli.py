@@ -2,6 +2,7 @@
 
     edalle vary MANIFEST [--index I] [--strength subtle|strong] [--prompt TEXT] [-n N] [--seed S] --out DIR
     edalle repaint SOURCE --region B2:C3 --prompt TEXT [--method tokens|clip] [--steps N] [--init edit|remove] --out FILE
+                   [--timelapse FILE.gif]   (clip only: the run as an animation, as `expand` writes it)
 
 A vary needs an imagine (or vary) manifest: it keeps the candidate's token rows, which only a manifest records. A
 repaint takes a manifest's candidate or a picture file; by tokens it needs 256×256 (a file is encoded by the VQGAN),
@@ -58,6 +59,10 @@ def add_variation_parsers(commands: Any, handler: Any, subcommand: Any, preset_o
     repaint.add_argument('--seed', type=int, default=None, help='sampling or optimisation seed (default: random, printed)')
     preset_option(repaint, PRESETS, 'models to use')
     repaint.add_argument('--out', type=Path, required=True, help='output PNG (or .webp, .jpg) file')
+    repaint.add_argument('--timelapse', type=Path, default=None, help='clip: also write the time-lapse (.gif or .webp)')
+    repaint.add_argument(
+        '--timelapse-bytes', type=int, default=10 * 2**20, help='the most the time-lapse may weigh (default 10 MiB)'
+    )
     repaint.set_defaults(handler=handler, operation='repaint')
 
 
@@ -109,6 +114,8 @@ def run_repaint(args: argparse.Namespace, bars_cls: Any) -> int:
 
     if args.out.suffix.lower() not in OUTPUT_SUFFIXES or args.out.is_dir():
         raise RequestError(f'--out must be a file ending in .png, .webp or .jpg (got {args.out}).')
+    if args.timelapse is not None and args.method != 'clip':
+        raise RequestError('A repaint by tokens is not an optimisation and has no time-lapse: add --method clip.')
     source = load_source(args.source, args.index, keep_aspect=True)  # a picture file keeps its own shape
     knobs = manifest_knobs(args.source) if is_manifest(args.source) else None
     if args.method == 'tokens':
@@ -150,8 +157,10 @@ def _repaint_tokens(args: argparse.Namespace, bars_cls: Any, source: Any, knobs:
 def _repaint_clip(args: argparse.Namespace, bars_cls: Any, source: Any) -> tuple[Any, float, str]:
     from edalle.expander.api import CanvasRequest, prepare_canvas, run
     from edalle.expander.canvas import canvas_for_region
-    from edalle.expander.cli import _preset, load_models
+    from edalle.expander.cli import _preset, check_timelapse, load_models, write_timelapse_file
+    from edalle.operations.optimising import DEFAULT_STEPS, record_every
 
+    timelapse = check_timelapse(args.timelapse, args.out)
     request = CanvasRequest(
         canvas=canvas_for_region(source.image.size, args.region),
         source_image=source.image,
@@ -160,10 +169,15 @@ def _repaint_clip(args: argparse.Namespace, bars_cls: Any, source: Any) -> tuple
         steps=args.steps,
         seed=args.seed,
         init=args.init,
+        record_every=record_every(args.steps or DEFAULT_STEPS) if timelapse is not None else 0,
     )
     request = replace(request, seed=prepare_canvas(request).seed)  # fail before loading models; the seed is printed
     vqgan, clip = load_models(_preset(args.preset), args.data_dir)
     started = time.perf_counter()
     with bars_cls() as bars:
         result = run(vqgan, clip, request, progress=bars.update)
-    return result.image, time.perf_counter() - started, f'{result.settings["steps"]} steps, seed {result.seed}'
+    seconds = time.perf_counter() - started
+    written = ''
+    if timelapse is not None:
+        written = write_timelapse_file([frame.image for frame in result.frames], timelapse, args.timelapse_bytes)
+    return result.image, seconds, f'{result.settings["steps"]} steps, seed {result.seed}{written}'

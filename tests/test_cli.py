@@ -75,6 +75,7 @@ def pictures(tmp_path: Path) -> dict[str, Path]:
             'columns A to G',
         ),
         (['repaint', '{square}', '--region', 'B2', '--prompt', 'a hat', '--out', 'x.gif'], '--out must be a file'),
+        (['repaint', '{square}', '--region', 'B2', '--prompt', 'a hat', '--out', 'x.png', '--timelapse', 't.gif'], 'clip'),
     ],
 )
 def test_bad_vary_and_repaint_input_is_one_clear_line_before_any_model_loads(
@@ -113,8 +114,11 @@ def test_cli_vary_then_repaint_by_tokens_and_by_clip(tmp_path: Path, capsys, tin
     beyond = (region_alpha(canvas_for_region((256, 256), 'B2')) == 0).numpy()
     for method in ('tokens', 'clip'):
         painted = tmp_path / f'{method}.png'
-        repaint = ['repaint', str(out), '--region', 'B2', '--prompt', 'a red boat', '--method', method, '--steps', '1']
-        assert main([*data, *repaint, '--preset', 'tiny', '--seed', '2', '--out', str(painted)]) == 0
+        repaint = ['repaint', str(out), '--region', 'B2', '--prompt', 'a red boat', '--method', method, '--steps', '2']
+        recorded = ['--timelapse', str(tmp_path / 'clip.gif')] if method == 'clip' else []
+        assert main([*data, *repaint, *recorded, '--preset', 'tiny', '--seed', '2', '--out', str(painted)]) == 0
         result = np.asarray(Image.open(painted).convert('RGB'))
         assert result.shape == (256, 256, 3) and np.array_equal(result[beyond], np.asarray(source)[beyond])
         assert f'B2 repainted by {method}' in capsys.readouterr().out
+    with Image.open(tmp_path / 'clip.gif') as animation:  # a frame every step of the two, and the final picture
+        assert animation.n_frames >= 2 and animation.is_animated

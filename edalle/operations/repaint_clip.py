@@ -19,17 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from edalle.errors import RequestTooLarge, RunFailed
 from edalle.operations.base import (
-    PICTURE_SIDE,
-    Cancelled,
     Operation,
     Outcome,
-    Picture,
     RequestError,
     RunContext,
     Source,
     WorkItem,
     load_source,
 )
+from edalle.operations.optimising import CanvasStart, canvas_limit, run_canvas_job, source_pixels
 from edalle.operations.repaint import GONE, UPLOAD_GONE, check_prompt
 
 if TYPE_CHECKING:
@@ -85,52 +83,25 @@ class RepaintClip(Operation):
         return [self._one(engine, item, ctx) for item in items]
 
     def _one(self, engine: Any, item: WorkItem, ctx: RunContext) -> Outcome:
-        import numpy as np
-
-        from edalle.expander.api import CanvasRequest, run
+        """One run on the expander's region canvas, as every optimising operation runs (`run_canvas_job`: the
+        time-lapse, out-of-memory and cancelling alike)."""
         from edalle.expander.canvas import canvas_for_region
-        from edalle.expander.errors import ExpandCancelled
-        from edalle.outputs import save_png
+        from edalle.expander.errors import ExpandError
 
         source = load_source(item, gone=GONE, upload_gone=UPLOAD_GONE)
         if isinstance(source, RunFailed):
             return source
-        job, payload, picture, image = item.job, item.job.payload, source.picture, source.image
-        tokens = None
-        if picture is not None and picture.tokens is not None and image.size == (PICTURE_SIDE, PICTURE_SIDE):
-            tokens = np.asarray(picture.tokens, dtype=np.int64)
-        region = str(payload.get('region') or '')
+        payload = item.job.payload or {}
+        image, tokens = source_pixels(source, canvas_limit(payload))  # a candidate's exact token grid where it has one
         try:
-            canvas = canvas_for_region(image.size, region)
-            request = CanvasRequest(
-                canvas=canvas,
-                source_image=image,
-                source_tokens=tokens,
-                prompt=str(payload.get('prompt') or ''),
-                steps=payload.get('steps'),
-                seed=payload.get('seed'),
-                init=str(payload.get('init') or 'edit'),
-            )
-            ctx.check_cancel()
-            result = run(engine.vqgan, engine.clip, request, progress=ctx.progress, should_cancel=ctx.should_cancel)
-        except ExpandCancelled:
-            raise Cancelled() from None
-        except ValueError as exc:  # the expander's refusals (a region off this picture …) are worded for members
+            canvas = canvas_for_region(image.size, str(payload.get('region') or ''))
+        except ExpandError as exc:  # a region off this picture …: worded for members
             return RunFailed(str(exc))
-        path = item.folder.file('repainted.png')
-        save_png(result.image, path)
-        out = Picture(0, item.folder.rel(path), result.width, result.height, seed=result.seed)
-        return {
-            'pictures': [out.to_json()],
-            'method': 'clip',
-            'region': canvas.label,
-            'settings': result.settings,
-            'seed': result.seed,
-            'prompt': request.prompt,
-            'timings': {k: round(v, 4) for k, v in result.timings.items()},
-            'parent_job_id': job.parent_job_id,
-            'parent_index': job.parent_index,
-        }
+        start = CanvasStart(canvas, image, tokens, str(payload.get('prompt') or ''), init=str(payload.get('init') or 'edit'))
+        outcome = run_canvas_job(engine, item, ctx, start, 'repainted.png')
+        if isinstance(outcome, dict):
+            outcome.update(method='clip', region=canvas.label)
+        return outcome
 
 
 OPERATION = RepaintClip()
