@@ -109,6 +109,17 @@ def test_pick_zoom_out_then_pan_the_result_and_past_the_limit_a_refusal(
             assert (await read_job(canvas_db, dream_id)).payload['init'] == 'refine'
             await set_limit(canvas_db, fake.guild.id, 'max_canvas_px', 1024)
 
+            # The typed forms: `.zoom 1.5` as a reply, `/zoom` naming the job.
+            await fake.send_user_message(fake.channel, fake.alice, '.zoom 1.5 a wider harbour', reply_to=picked)
+            _, wider, _ = await result_of(fake, fake.channel, 'zoom out 1.5× of job')
+            assert image_size(wider.attachments[0].data) == (384, 384)
+            await fake.invoke_slash('zoom', {'factor': 1.5, 'job': grid_id, 'picture': 2}, fake.alice)
+            _, sliced, slash_id = await result_of(fake, fake.channel, 'zoom out 1.5× of job')
+            assert (await read_job(canvas_db, slash_id)).parent_index == 1 and image_size(sliced.attachments[0].data) == (
+                384,
+                384,
+            )
+
     run(main(), 600)
 
 

@@ -147,13 +147,45 @@ class CanvasCog(OperationCog):
         return chosen
 
     async def start_from_interaction(self, interaction: discord.Interaction, job_id: int, index: int, **fields: Any) -> None:
+        """A button or select under a picture: that very picture, its own prompt."""
         await interaction.response.defer()
+        await self._start_for(interaction, Target(job_id=job_id, index=index), None, fields)
+
+    async def start_from_text(self, ctx: commands.Context[EDalleBot], prompt: str | None, **fields: Any) -> None:
+        """A text command: the picture it means (`find_target`)."""
+        target = await find_target(self.bot, ctx.message, NothingToReframe)
+        await self.start(
+            user=ctx.author,
+            guild=ctx.guild,
+            channel=ctx.channel,
+            target=target,
+            prompt=prompt,
+            key=request_key(ctx),
+            fields=fields,
+        )
+
+    async def start_from_slash(
+        self,
+        interaction: discord.Interaction,
+        options: tuple[int | None, int, discord.Attachment | None],
+        prompt: str | None,
+        **fields: Any,
+    ) -> None:
+        """A slash command: its (`job`, `picture`, `image`) options (`slash_target`)."""
+        job, picture, image = options
+        target = await slash_target(self.bot, interaction.user.id, job, picture, image, NothingToReframe)
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a download may take a moment
+        await self._start_for(interaction, target, prompt, fields)
+
+    async def _start_for(
+        self, interaction: discord.Interaction, target: Target, prompt: str | None, fields: dict[str, Any]
+    ) -> None:
         await self.start(
             user=interaction.user,
             guild=interaction.guild,
             channel=interaction.channel,  # type: ignore[arg-type]
-            target=Target(job_id=job_id, index=index),
-            prompt=None,
+            target=target,
+            prompt=prompt,
             key=f'ia:{interaction.id}',
             fields=fields,
         )
@@ -199,16 +231,7 @@ class Zoom(CanvasCog):
         if factor is not None and not _FACTOR.match(factor.strip()):
             prompt, factor = f'{factor} {prompt or ""}'.strip(), None  # `.zoom a wide valley`: all prompt
         value = float(factor.strip().rstrip('xX×')) if factor else 2.0
-        target = await find_target(self.bot, ctx.message, NothingToReframe)
-        await self.start(
-            user=ctx.author,
-            guild=ctx.guild,
-            channel=ctx.channel,
-            target=target,
-            prompt=prompt,
-            key=request_key(ctx),
-            fields={'factor': value},
-        )
+        await self.start_from_text(ctx, prompt, factor=value)
 
     @app_commands.command(name='zoom')
     @app_commands.describe(
@@ -229,17 +252,7 @@ class Zoom(CanvasCog):
         image: discord.Attachment | None = None,
     ) -> None:
         """Zoom out of one of your pictures, or an image you attach."""
-        target = await slash_target(self.bot, interaction.user.id, job, picture, image, NothingToReframe)
-        await interaction.response.defer(ephemeral=True, thinking=True)  # a download may take a moment
-        await self.start(
-            user=interaction.user,
-            guild=interaction.guild,
-            channel=interaction.channel,  # type: ignore[arg-type]
-            target=target,
-            prompt=prompt,
-            key=f'ia:{interaction.id}',
-            fields={'factor': factor},
-        )
+        await self.start_from_slash(interaction, (job, picture, image), prompt, factor=factor)
         await interaction.edit_original_response(content=f'Zooming out {zoom.factor_text(factor)}.')
 
 
@@ -267,16 +280,7 @@ class Pan(CanvasCog):
         direction = direction.strip().lower()
         if direction not in pan.DIRECTIONS:
             raise NothingToPan(direction)
-        target = await find_target(self.bot, ctx.message, NothingToReframe)
-        await self.start(
-            user=ctx.author,
-            guild=ctx.guild,
-            channel=ctx.channel,
-            target=target,
-            prompt=prompt,
-            key=request_key(ctx),
-            fields={'direction': direction},
-        )
+        await self.start_from_text(ctx, prompt, direction=direction)
 
     @app_commands.command(name='pan')
     @app_commands.describe(
@@ -297,17 +301,7 @@ class Pan(CanvasCog):
         image: discord.Attachment | None = None,
     ) -> None:
         """Pan one of your pictures, or an image you attach, to one side."""
-        target = await slash_target(self.bot, interaction.user.id, job, picture, image, NothingToReframe)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.start(
-            user=interaction.user,
-            guild=interaction.guild,
-            channel=interaction.channel,  # type: ignore[arg-type]
-            target=target,
-            prompt=prompt,
-            key=f'ia:{interaction.id}',
-            fields={'direction': direction},
-        )
+        await self.start_from_slash(interaction, (job, picture, image), prompt, direction=direction)
         await interaction.edit_original_response(content=f'Panning {direction}.')
 
 
