@@ -11,7 +11,17 @@ process so its peak memory is its own; the parent prints the ratios.
     python bench/generation.py --model mega --device cuda
 
 Targets (issue 7): one candidate ≤ 0.67 × min-dalle's time; nine candidates ≤ 1.0 × min-dalle's
-time for ONE candidate. First-call compile time is reported apart from the timed runs.
+time for ONE candidate. First-call compile time is reported apart from the timed runs. On a GPU
+(issue 22, `bench/gpu_check.sh`): nine ≤ 0.5 × min-dalle's nine (`--min-dalle-counts 1,9`), and a
+ranked 3×3 grid in ≤ 1.5 s (mini) or ≤ 4 s (mega) once compiled.
+
+Memory: each side's peak RSS (the process's high-water mark, loading included), and VmRSS after
+each stage (imports, checkpoint read, sampler weights, VQGAN, each call), so a peak can be traced
+to the stage that made it. min-dalle does not rank, so neither does our timed side; `--rank` then
+builds CLIP (ViT-B-32, random) and scores each count's candidates as `Engine.rank` does, reporting
+its time and what it adds to RSS apart (the high-water mark is reset before it).
+
+    python bench/generation.py --model mini --counts 1 --rank    # the memory table: one candidate
 
     python bench/generation.py --sampler             # the sampler against an earlier commit's, in one process
 
@@ -142,11 +152,13 @@ def run_ours(
     uncond_mask = (uncond != config.pad_token_id).astype(np.int32)
     settings = SamplingSettings(top_k=TOP_K, cond_scale=COND_SCALE)
 
-    def generate(n: int) -> tuple[float, float, Any]:
+    def generate(n: int, label: str = '') -> tuple[float, float, Any]:
         seeds = np.arange(SEED, SEED + n)
         t0 = time.perf_counter()
         tokens = generate_image_tokens(weights, config, text, mask, uncond, uncond_mask, seeds, n, settings)
         t1 = time.perf_counter()
+        if label:
+            stages[f'{label} sampled'] = rss_gb()
         with torch.inference_mode():
             codes = torch.from_numpy(tokens.reshape(n, 16, 16).astype(np.int64)).to(device)
             chunks = []
@@ -159,8 +171,8 @@ def run_ours(
     out: dict[str, Any] = {'side': 'edalle', 'setup_s': setup, 'dtype': dtype_name, 'runs': {}}
     pixels: dict[int, Any] = {}
     for n in counts:
-        first_sample, _, _ = generate(n)  # compiles this batch bucket (or reads the persistent cache)
-        stages[f'{n} first call'] = rss_gb()
+        first_sample, _, _ = generate(n, f'{n} first call')  # compiles this batch bucket (or reads the persistent cache)
+        stages[f'{n} first call decoded'] = rss_gb()
         sample, decode, pixels[n] = generate(n)
         stages[f'{n} timed call'] = rss_gb()
         out['runs'][n] = {
@@ -464,17 +476,17 @@ def run_min_dalle(model: str, device: str, counts: list[int], dtype_name: str, t
     dalle.is_mega, dalle.is_reusable, dalle.is_verbose = model == 'mega', True, False
     dalle.device, dalle.dtype = device, dtype
     dalle.text_token_count, dalle.layer_count, dalle.embed_count = 64, sizes['layer_count'], sizes['embed_count']
-    dalle.encoder = (
-        DalleBartEncoder(text_token_count=64, text_vocab_count=config.encoder_vocab_size, device=device, **sizes)
-        .to(dtype)
-        .eval()
-        .to(device)
-    )
-    # min-dalle starts every image from token 16383, so its vocabulary must reach it (only tiny is smaller)
-    vocab = max(config.image_vocab_size, 2**14)
-    dalle.decoder = DalleBartDecoder(image_vocab_count=vocab, device=device, **sizes)
-    dalle.decoder = dalle.decoder.to(dtype).eval().to(device)
-    dalle.detokenizer = VQGanDetokenizer().eval().to(device)
+    # built on the device itself: a GPU initialises mega's 2.6 B random parameters in a moment, a CPU in a minute
+    with torch.device(device):
+        dalle.encoder = (
+            DalleBartEncoder(text_token_count=64, text_vocab_count=config.encoder_vocab_size, device=device, **sizes)
+            .to(dtype)
+            .eval()
+        )
+        # min-dalle starts every image from token 16383, so its vocabulary must reach it (only tiny is smaller)
+        vocab = max(config.image_vocab_size, 2**14)
+        dalle.decoder = DalleBartDecoder(image_vocab_count=vocab, device=device, **sizes).to(dtype).eval()
+        dalle.detokenizer = VQGanDetokenizer().eval()
 
     class FixedTokens:  # its BPE files also come from the hub; the prompt length is what matters
         def tokenize(self, text: str, is_verbose: bool = False) -> list[int]:
