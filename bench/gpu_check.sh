@@ -76,7 +76,7 @@ if [ "$DEVICE" = cuda ]; then BENCH_ENV=(env JAX_PLATFORMS=cuda); else BENCH_ENV
 
 # Step caps in seconds (a step past its cap is killed and marked FAILED); together under 8 minutes.
 if [ "$PRESET" = real ]; then
-    CAP_TESTS=${STEP_CAP_TESTS:-45} CAP_MINI=${STEP_CAP_MINI:-110} CAP_MEGA=${STEP_CAP_MEGA:-220} CAP_OPS=${STEP_CAP_OPS:-100}
+    CAP_TESTS=${STEP_CAP_TESTS:-40} CAP_MINI=${STEP_CAP_MINI:-130} CAP_MEGA=${STEP_CAP_MEGA:-210} CAP_OPS=${STEP_CAP_OPS:-100}
     MINI=mini MEGA=mega
     # ours 1 and 9 against min-dalle's 1 and 9 (a 3×3 grid); one round: a lent GPU has nothing else running
     GEN_ARGS=(--device "$DEVICE" --counts 1,9 --min-dalle-counts 1,9 --rounds 1 --rank)
