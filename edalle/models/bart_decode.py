@@ -141,7 +141,7 @@ def on_device(array: Any, dtype: Any = None) -> jax.Array:
     Cast and joined on the host (no compile), straight into a new aligned buffer that is handed over
     with `may_alias`: on the CPU backend the jax array then *is* that buffer, so a weight is held
     once, not once by numpy and again by XLA until the transfer lets the numpy copy go (which, for
-    a whole checkpoint, added ~0.2-0.4 GB to mini's RSS and left the heap fragmented). On a GPU the
+    a whole checkpoint, held 0.24 GB more for mini and 0.46 GB more for mega, bench/RESULTS.md). On a GPU the
     buffer is copied to the device and released. The buffer is new, so nothing else can write to it.
     """
     parts = [np.asarray(part) for part in array] if isinstance(array, list) else [np.asarray(array)]
