@@ -124,3 +124,34 @@ def test_weights_are_fused_per_layer_in_the_compute_dtype(params, prompts):
     full = stepped_logits(prepare_decoder(params, CONFIG), encoder_state, text_mask, np.array([1, 0]), image_ids)
     assert half.dtype == jnp.bfloat16
     np.testing.assert_allclose(half.astype(np.float32), full, atol=0.05 * np.abs(full).max())
+
+
+def test_host_arrays_are_handed_to_the_cpu_backend_without_a_second_copy(params):
+    """`on_device` casts and joins into one aligned buffer, which XLA's CPU client adopts as the jax array.
+
+    Before, numpy's 16-byte-aligned arrays were copied by XLA, so a checkpoint being loaded was held
+    twice until the transfers let go of the numpy copies. The pointer check fails if a jax upgrade
+    starts copying again (then the alignment or `may_alias` needs a second look).
+    """
+    from edalle.models.bart_decode import HOST_ALIGNMENT, aligned_empty, on_device
+
+    buffer = aligned_empty((3, 5), np.float32)
+    assert buffer.ctypes.data % HOST_ALIGNMENT == 0 and buffer.flags.c_contiguous and buffer.shape == (3, 5)
+
+    rng = np.random.default_rng(4)
+    parts = [rng.standard_normal((64, n)).astype(np.float32) for n in (16, 32, 8)]
+    joined = on_device(parts, jnp.bfloat16)
+    assert joined.dtype == jnp.bfloat16 and joined.shape == (64, 56)
+    np.testing.assert_array_equal(np.asarray(joined), np.concatenate(parts, axis=1).astype(jnp.bfloat16))
+    single = on_device(parts[1])
+    np.testing.assert_array_equal(np.asarray(single), parts[1])
+    parts[1][:] = 0  # the caller's array is not the one adopted: nothing it does later reaches the weights
+    assert np.abs(np.asarray(single)).max() > 0
+    if jax.default_backend() == 'cpu':  # what `on_device` relies on: an aligned buffer is adopted, not copied
+        adopted = jax.device_put(buffer, may_alias=True)
+        assert adopted.unsafe_buffer_pointer() == buffer.ctypes.data
+        unaligned = np.empty(16 * 1024 + 1, np.float32)[1:]  # 4 bytes off numpy's own 16-byte alignment
+        assert jax.device_put(unaligned, may_alias=True).unsafe_buffer_pointer() != unaligned.ctypes.data
+
+    weights = prepare_decoder(params, CONFIG)
+    assert all(layer.qkv.unsafe_buffer_pointer() % HOST_ALIGNMENT == 0 for layer in weights.layers)
