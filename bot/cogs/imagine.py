@@ -24,7 +24,7 @@ from bot.utils.checks import require_owner
 from bot.utils.custom_ids import INDEX, JOB, Action, first_match
 from bot.utils.flags import Flag, FlagError, Parsed, number, parse_flags, whole_number
 from bot.utils.images import load_upload, upload_limit
-from bot.utils.views import CancelButton, dispatch, make_view
+from bot.utils.views import CancelButton, dispatch, make_view, numbered_button
 from edalle.errors import JobNotFound
 from edalle.jobs import Job, JobRequest
 from edalle.operations import imagine
@@ -52,13 +52,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK.templa
     """Candidate `index + 1` under a grid."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        button = discord.ui.Button(
-            label=str(index + 1),
-            style=discord.ButtonStyle.primary if index == 0 else discord.ButtonStyle.secondary,
-            custom_id=PICK.id(job_id, index),
-            row=0 if index < 5 else 1,
-        )
-        super().__init__(button)
+        super().__init__(numbered_button(PICK.id(job_id, index), index))
         self.job_id, self.index = job_id, index
 
     @classmethod

@@ -23,7 +23,7 @@ from bot.utils import render, results
 from bot.utils.checks import require_owner
 from bot.utils.custom_ids import INDEX, JOB, Action
 from bot.utils.images import load_upload, upload_limit
-from bot.utils.views import CancelButton, dispatch, make_view
+from bot.utils.views import CancelButton, dispatch, make_view, numbered_button
 from edalle.errors import EdalleError, JobNotFound
 from edalle.jobs import Job
 from edalle.operations import vary
@@ -86,13 +86,7 @@ class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=VARIAT
     """Variation `index + 1` under a grid of variations."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        button = discord.ui.Button(
-            label=str(index + 1),
-            style=discord.ButtonStyle.primary if index == 0 else discord.ButtonStyle.secondary,
-            custom_id=VARIATION.id(job_id, index),
-            row=0 if index < 5 else 1,
-        )
-        super().__init__(button)
+        super().__init__(numbered_button(VARIATION.id(job_id, index), index))
         self.job_id, self.index = job_id, index
 
     @classmethod

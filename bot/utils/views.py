@@ -114,6 +114,16 @@ class TimelapseButton(discord.ui.DynamicItem[discord.ui.Button], template=custom
 DYNAMIC_ITEMS = (CancelButton, InfoButton, TimelapseButton)  # each operation's cog registers its own as it loads
 
 
+def numbered_button(custom_id: str, index: int) -> discord.ui.Button[Any]:
+    """Button `index + 1` of a grid's numbered row (1–5 on the first row, 6–9 on the second; the best stands out)."""
+    return discord.ui.Button(
+        label=str(index + 1),
+        style=discord.ButtonStyle.primary if index == 0 else discord.ButtonStyle.secondary,
+        custom_id=custom_id,
+        row=0 if index < 5 else 1,
+    )
+
+
 def make_view(*items: discord.ui.Item[Any]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)  # never times out: the ids are the state
     for item in items:
