@@ -340,7 +340,7 @@ def test_vary_a_pick_then_repaint_a_cell_of_a_variation(
     the form → the repainted picture; someone else's clicks on the pick and the variation are refused privately."""
 
     async def main() -> None:
-        async with running_fake() as fake, edalle_bot(fake, bot_data_dir, worker_db):
+        async with running_fake() as fake, edalle_bot(fake, bot_data_dir, worker_db) as bot:
             await fake.send_user_message(fake.channel, fake.alice, '.imagine a pug on a sofa')
             status = await fake.wait_for_message(fake.channel)
             job_id = job_id_in(status)
@@ -401,7 +401,26 @@ def test_vary_a_pick_then_repaint_a_cell_of_a_variation(
             lineage = f'imagine #{job_id} → pick 1 → vary (subtle) #{vary_id} → pick 1 → repaint B2 #{repaint_id}'
             assert lineage in info.content and 'Best of 4 samples' in info.content
 
+            # The typed forms: a region that covers everything is refused as text and as a slash command, and
+            # nothing is queued or charged; `/vary` names the job and picture.
+            before = await bot.store.quota(fake.guild.id, fake.alice.id)
+            jobs = len(await bot.store.user_jobs(fake.alice.id, active_only=False, limit=50))
+            await fake.send_user_message(fake.channel, fake.alice, '.repaint A1:D4 a new sofa', reply_to=variation)
+            await fake.wait_for_message(fake.channel, lambda m: 'the whole picture' in m.content, timeout=10)
+            await fake.invoke_slash('repaint', {'region': 'A1:D4', 'prompt': 'a new sofa', 'job': vary_id}, fake.alice)
+            refusal = await fake.wait_for_message(None, ephemeral=True, edited=True, timeout=10)
+            assert 'the whole picture' in refusal.content
+            after = await bot.store.quota(fake.guild.id, fake.alice.id)
+            assert (after.imagines_used, after.edits_used) == (before.imagines_used, before.edits_used)
+            assert len(await bot.store.user_jobs(fake.alice.id, active_only=False, limit=50)) == jobs
+            await fake.invoke_slash('vary', {'strength': 'strong', 'job': vary_id, 'picture': 2}, fake.alice)
+            strong = await fake.wait_for_message(fake.channel, lambda m: 'vary (strong) of job' in m.content, timeout=10)
+            strong_id = job_id_in(strong)
+            await fake.wait_for_edit(strong, lambda m: VARIATION.id(strong_id, 0) in m.custom_ids(), timeout=RESULT_TIMEOUT)
+
         repainted = await read_job(worker_db, repaint_id)
         assert repainted.kind == 'repaint' and repainted.parent_job_id == vary_id and repainted.payload['region'] == 'B2'
+        strongly = await read_job(worker_db, strong_id)
+        assert (strongly.parent_job_id, strongly.parent_index, strongly.payload['strength']) == (vary_id, 1, 'strong')
 
     run(main(), TEST_TIMEOUT)
